@@ -21,6 +21,8 @@ INSTALL_REQUIRES = [
     "scipy==1.17.1",
     "pillow==13.0.0",
     "importlib_resources==7.1.0",
+    # TensorBoard event files without TensorFlow.
+    "tensorboardX==2.6.5",
 ]
 
 EXTRAS_REQUIRE = {
