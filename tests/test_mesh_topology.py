@@ -15,8 +15,8 @@ def sphere_mesh(num_points, seed=0):
   points /= np.linalg.norm(points, axis=1, keepdims=True)
   hull = ConvexHull(points)
   faces = hull.simplices.copy()
-  normals = np.cross(points[faces[:, 1]] - points[faces[:, 0]], points[faces[:, 2]] - points[faces[:, 0]])
-  flip = np.sum(normals * hull.equations[:, :3], axis=1) < 0
+  a, b, c = (points[faces[:, k]] for k in range(3))
+  flip = np.sum(np.cross(b - a, c - a) * hull.equations[:, :3], axis=1) < 0
   faces[flip] = faces[flip][:, ::-1]
   return points, faces
 
@@ -40,7 +40,8 @@ def test_reproduces_official_topology(hand_topology, reference_topology):
     assert ours.down[l].shape == ref.down[l].shape
     np.testing.assert_array_equal(ours.spirals[l], ref.spirals[l])
     assert ours.up[l].shape == ref.up[l].shape
-    np.testing.assert_allclose(ours.up_dense(l, np.float64), ref.up_dense(l, np.float64), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ours.up_dense(l, np.float64), ref.up_dense(l, np.float64),
+                               rtol=0, atol=1e-6)
   np.testing.assert_array_equal(ours.joint_regressor, ref.joint_regressor)
 
 
@@ -74,7 +75,8 @@ def test_small_closed_mesh_hierarchy():
   topo = build_topology(vertices, faces, num_levels=3, spiral_length=7)
   assert topo.level_sizes == (120, 60, 30)
   for l in range(2):
-    np.testing.assert_array_equal(topo.down[l].to_dense(np.float64) @ topo.vertices[l], topo.vertices[l + 1])
+    down = topo.down[l].to_dense(np.float64)
+    np.testing.assert_array_equal(down @ topo.vertices[l], topo.vertices[l + 1])
     assert topo.spirals[l].shape == (topo.level_sizes[l], 7)
     np.testing.assert_array_equal(topo.spirals[l][:, 0], np.arange(topo.level_sizes[l]))
   again = build_topology(vertices, faces, num_levels=3, spiral_length=7)
@@ -85,7 +87,8 @@ def test_cache_returns_equal_topology_and_reuses_file(tmp_path, monkeypatch):
   vertices, faces = sphere_mesh(80, seed=1)
   built = cached_topology(vertices, faces, cache_dir=tmp_path, num_levels=3, spiral_length=5)
   files = list(tmp_path.glob("*.npz"))
-  assert [f.name for f in files] == [topology_key(vertices, faces, num_levels=3, spiral_length=5) + ".npz"]
+  key = topology_key(vertices, faces, num_levels=3, spiral_length=5)
+  assert [f.name for f in files] == [f"{key}.npz"]
 
   def no_build(*args, **kwargs):
     raise AssertionError("the cached file should have been used")
@@ -103,7 +106,8 @@ def test_cache_key_depends_on_mesh_and_parameters():
   moved = vertices.copy()
   moved[0, 0] += 1e-9
   assert len({key, topology_key(moved, faces), topology_key(vertices, faces[:, [1, 2, 0]]),
-              topology_key(vertices, faces, num_levels=4), topology_key(vertices, faces, dilation=2),
+              topology_key(vertices, faces, num_levels=4),
+              topology_key(vertices, faces, dilation=2),
               topology_key(vertices, faces, joint_regressor=np.ones((1, 40)))}) == 6
 
 
@@ -120,7 +124,8 @@ def test_cli_builds_from_ascii_ply_and_npz(tmp_path, capsys):
   header = ["ply", "format ascii 1.0", f"element vertex {len(vertices)}", "property float x",
             "property float y", "property float z", f"element face {len(faces)}",
             "property list uchar int vertex_indices", "end_header"]
-  body = [f"{x!r} {y!r} {z!r}" for x, y, z in vertices.tolist()] + [f"3 {a} {b} {c}" for a, b, c in faces]
+  body = [f"{x!r} {y!r} {z!r}" for x, y, z in vertices.tolist()]
+  body += [f"3 {a} {b} {c}" for a, b, c in faces]
   ply.write_text("\n".join(header + body) + "\n")
   build_cli.main(["--mesh", str(ply), "--out", str(tmp_path / "a.npz"), "--levels", "3",
                   "--spiral-length", "5"])

@@ -36,7 +36,8 @@ def check_mesh(vertices, faces, name: str = "mesh") -> tuple[np.ndarray, np.ndar
     bad = int(np.flatnonzero(np.any((faces < 0) | (faces >= num_vertices), axis=1))[0])
     raise ValueError(f"{name}: face {bad} = {faces[bad].tolist()} has a vertex id outside "
                      f"[0, {num_vertices})")
-  repeated = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 2] == faces[:, 0])
+  repeated = ((faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2])
+              | (faces[:, 2] == faces[:, 0]))
   if np.any(repeated):
     bad = int(np.flatnonzero(repeated)[0])
     raise ValueError(f"{name}: face {bad} = {faces[bad].tolist()} repeats a vertex; "
