@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import uuid
 from typing import Optional
 
 import numpy as np
@@ -77,7 +78,8 @@ class MeshTopology:
     if self.joint_regressor is not None:
       arrays["joint_regressor"] = np.asarray(self.joint_regressor, np.float32)
     arrays["mano_faces"] = np.asarray(self.faces[0], np.int64)
-    tmp = f"{os.fspath(path)}.tmp.npz"
+    # A unique temporary name, so two processes filling the same cache entry never collide.
+    tmp = f"{os.fspath(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npz"
     np.savez(tmp, **arrays)
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache file.
 
