@@ -21,10 +21,11 @@ def lift(uv, depth, K):
 def brute_force_coverage(uv_triangle, height, width):
   """Pixel centres (col, row) inside a triangle, from barycentrics solved per pixel.
 
-  Returns the coverage mask and the smallest |barycentric| seen, to show no centre sits on an
-  edge (where the answer would depend on a tie rule).
+  The rasterizer's documented geometry is the projection snapped to 1/256 pixel, so the corners
+  are snapped here too. Returns the coverage mask and the smallest |barycentric| seen, to show no
+  centre sits on an edge (where the answer would depend on a tie rule).
   """
-  a, b, c = np.asarray(uv_triangle, dtype=np.float64)
+  a, b, c = np.round(np.asarray(uv_triangle, dtype=np.float64) * 256.0) / 256.0
   cols, rows = np.meshgrid(np.arange(width), np.arange(height))
   offsets = np.stack([cols.ravel() - a[0], rows.ravel() - a[1]])
   l1, l2 = np.linalg.solve(np.stack([b - a, c - a], axis=1), offsets)
@@ -38,10 +39,10 @@ def test_random_triangles_cover_exactly_the_brute_force_pixels():
   checked = 0
   for _ in range(60):
     uv = rng.uniform([-8, -8], [W + 8, H + 8], size=(3, 2))
-    expected, margin = brute_force_coverage(uv, H, W)
+    vertices = lift(uv, rng.uniform(0.5, 3.0, size=3), K_SKEWED)
+    expected, margin = brute_force_coverage(project(vertices, K_SKEWED), H, W)
     if margin < 1e-6:
       continue  # a pixel centre on an edge: covered by the tie-rule tests below
-    vertices = lift(uv, rng.uniform(0.5, 3.0, size=3), K_SKEWED)
     for faces in ([[0, 1, 2]], [[0, 2, 1]]):  # both windings
       fragments = rasterize(vertices, np.array(faces), K_SKEWED, H, W)
       np.testing.assert_array_equal(fragments.mask, expected)
@@ -90,8 +91,32 @@ def test_grid_mesh_with_edges_through_pixel_centres_is_watertight():
   np.testing.assert_array_equal(counts, expected)
 
 
+def test_shared_edges_are_watertight_in_floating_point():
+  # Integer grid positions lifted through a skewed K at random depths re-project only to within
+  # rounding, so vertices and interior edges lie within ~1e-15 px of pixel centres: adjacent faces
+  # must still agree exactly on who covers them (no cracks, no double hits).
+  rng = np.random.default_rng(3)
+  xs, ys = np.meshgrid(np.arange(7) * 6 + 4, np.arange(6) * 6 + 3)
+  uv = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
+  ids = np.arange(42).reshape(6, 7)
+  faces = []
+  for r in range(5):
+    for c in range(6):
+      a, b, d, e = ids[r, c], ids[r, c + 1], ids[r + 1, c + 1], ids[r + 1, c]
+      faces += [[a, b, d], [a, d, e]] if rng.random() < 0.5 else [[a, b, e], [b, d, e]]
+  faces = np.array(faces)
+  vertices = lift(uv, rng.uniform(0.7, 3.1, size=42), K_SKEWED)
+  assert not (project(vertices, K_SKEWED) == uv).all()
+  counts = sum(rasterize(vertices, faces[i:i + 1], K_SKEWED, H, W).mask.astype(int)
+               for i in range(len(faces)))
+  assert counts.max() == 1
+  # Pixel centres strictly inside the hull (the hull's own edges are ties too: either side).
+  np.testing.assert_array_equal(counts[4:33, 5:40], 1)
+
+
 def test_depth_and_barycentrics_are_perspective_correct():
-  vertices = lift([[3.3, 2.2], [46.1, 9.7], [12.4, 37.5]], [0.6, 2.5, 1.4], K_SKEWED)
+  # Corners on the 1/256-pixel snapping grid, so the rendered plane is exactly this one.
+  vertices = lift([[3.25, 2.25], [46.125, 9.75], [12.375, 37.5]], [0.6, 2.5, 1.4], K_SKEWED)
   fragments = rasterize(vertices, np.array([[0, 1, 2]]), K_SKEWED, H, W)
   rows, cols = np.nonzero(fragments.mask)
   assert rows.size > 300

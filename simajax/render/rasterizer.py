@@ -11,9 +11,12 @@ Conventions:
     (the triangle to its right). Two triangles sharing an edge therefore never both cover, and
     never both miss, a pixel centre on that edge: a closed mesh renders without cracks or double
     hits, whatever the winding.
-  * Edge functions of a shared edge are computed from its vertices in a canonical (ascending
-    vertex id) order and negated for the other triangle, so the tie rule above holds exactly in
-    floating point, not only in exact arithmetic.
+  * Projected vertices are snapped to a 1/256-pixel grid (as GPUs do). With snapped coordinates
+    every edge function below is computed exactly in float64 (while vertices project within about
+    1e5 pixels of the image), so ties are true ties and the rule above holds exactly, also at
+    pixel centres that coincide with a shared vertex. Beyond that range a shared edge is still
+    evaluated from its vertices in a canonical (ascending id) order and negated for the other
+    triangle, which keeps the two triangles exactly complementary along it.
   * Depth is the camera-frame z of the visible surface (not the Euclidean ray length). It is
     interpolated perspective-correctly (1/z is affine in screen space).
   * Triangles with any vertex at ``z <= near`` are dropped (no clipping); back faces are kept
@@ -38,6 +41,8 @@ _BUCKET_SIZES = np.array([1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 4
                           96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512])
 # Upper bound on candidate pixels evaluated in one broadcast (keeps temporaries ~ 10s of MB).
 _MAX_CANDIDATES_PER_CHUNK = 1 << 19
+# Sub-pixel grid that projected vertices are snapped to (see the module docstring).
+_SUBPIXEL = 256.0
 # E > 0 <=> E >= the smallest positive double, so "strict" and "inclusive" edges share one compare.
 _TINY = np.nextafter(0.0, 1.0)
 
@@ -173,7 +178,8 @@ def _setup_faces(vertices, faces, K, height, width, near, cull_backfaces) -> _Fa
   face = np.flatnonzero(keep)
   tri_ids = faces[face]
   with np.errstate(divide="ignore", invalid="ignore"):
-    uv = project(vertices, K)  # vertices behind the near plane only feed dropped faces
+    # Vertices behind the near plane only feed dropped faces, whatever they project to.
+    uv = np.round(project(vertices, K) * _SUBPIXEL) / _SUBPIXEL
   # Edge i runs between corners i+1 and i+2; evaluate it from its lower to its higher vertex id
   # (see the module docstring) and negate where the triangle traverses it the other way.
   start = tri_ids[:, [1, 2, 0]]
