@@ -1,0 +1,413 @@
+"""Scores saved predictions against ground truth and writes JSON, markdown and a PCK plot.
+
+Usage:
+  python -m simajax.evaluate --pred-npz P.npz --gt-npz G.npz --out metrics.json \
+      [--table metrics.md] [--plot pck.png] [--units m|mm] [--occlusion-threshold 0.4]
+
+Both files hold ``joints [N,21,3]`` and ``verts [N,778,3]`` in metres (camera frame, or any frame:
+the metrics are root-relative); the ground-truth file may add ``visibility [N]``, the per-example
+visible ratio of the hand (negative = unknown), which splits the examples into occluded
+(ratio < threshold) and non-occluded subsets (docs/DATASETS.md §4).
+
+Programmatic use (e.g. checkpoint evaluation): `score_predictions` scores arrays and returns the
+results dict of `simajax.metrics.MetricAccumulator.result`; `write_reports` writes it out. A
+caller that already runs the metrics batch by batch can feed its own accumulator and pass its
+``result()`` to `write_reports`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import pathlib
+import sys
+from typing import Sequence
+
+import jax
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from simajax import metrics as metrics_lib
+
+NUM_JOINTS = 21
+NUM_VERTS = 778
+FINGERTIPS = (4, 8, 12, 16, 20)
+# A real hand spans about 0.2 m from wrist to fingertip; ten times that is no longer metres.
+MAX_HAND_SPAN_M = 1.0
+# Camera-frame hands sit within a few metres of the camera.
+MAX_MEDIAN_COORD_M = 10.0
+
+
+class InputError(ValueError):
+  """Bad evaluation input; the message names the file and the array."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading and validation.
+# ------------------------------------------------------------------------------------------------
+
+
+def _check_points(array: np.ndarray, name: str, path: str, points: int) -> np.ndarray:
+  if array.ndim != 3 or array.shape[1:] != (points, 3):
+    raise InputError(f"{path}: array {name!r} has shape {array.shape}, expected [N, {points}, 3]")
+  if not np.issubdtype(array.dtype, np.number):
+    raise InputError(f"{path}: array {name!r} has dtype {array.dtype}, expected floats")
+  bad = ~np.isfinite(array)
+  if bad.any():
+    examples = np.unique(np.nonzero(bad)[0])
+    raise InputError(f"{path}: array {name!r} has {int(bad.sum())} NaN/inf values, in "
+                     f"{len(examples)} examples (first: index {int(examples[0])})")
+  return array
+
+
+def _check_metres(joints: np.ndarray, verts: np.ndarray, path: str) -> None:
+  """Rejects arrays whose scale says millimetres rather than metres."""
+  span = np.linalg.norm(joints[:, FINGERTIPS, :] - joints[:, :1, :], axis=-1).max(axis=1)
+  median_span = float(np.median(span))
+  median_coord = float(np.median(np.abs(verts)))
+  if median_span > MAX_HAND_SPAN_M or median_coord > MAX_MEDIAN_COORD_M:
+    raise InputError(
+        f"{path}: 'joints'/'verts' look like millimetres, not metres (median wrist-to-fingertip "
+        f"distance {median_span:.4g}, median |vertex coordinate| {median_coord:.4g}; a hand spans "
+        f"about 0.2 m). Divide the arrays by 1000 or pass --units mm.")
+
+
+def load_hand_npz(path: str | pathlib.Path, units: str = "m",
+                  with_visibility: bool = False) -> dict[str, np.ndarray]:
+  """Loads and validates ``joints`` and ``verts`` (and optionally ``visibility``) from an npz.
+
+  Args:
+    path: the .npz file.
+    units: 'm' or 'mm' (then divided by 1000).
+    with_visibility: also read the optional ``visibility [N]`` array.
+
+  Returns:
+    {'joints': [N,21,3] float32 metres, 'verts': [N,778,3] float32 metres,
+     'visibility': [N] float (only if asked and present)}.
+
+  Raises:
+    InputError: naming the file and array, for a missing file or array, a wrong shape, NaN/inf,
+      or values in millimetres.
+  """
+  path = str(path)
+  if units not in ("m", "mm"):
+    raise InputError(f"units must be 'm' or 'mm', got {units!r}")
+  try:
+    data = np.load(path, allow_pickle=False)
+  except FileNotFoundError:
+    raise InputError(f"{path}: file not found") from None
+  except (OSError, ValueError) as e:
+    raise InputError(f"{path}: not a readable .npz file ({e})") from None
+  with data:
+    for key in ("joints", "verts"):
+      if key not in data.files:
+        raise InputError(f"{path}: no array {key!r} (arrays present: {sorted(data.files)})")
+    joints = _check_points(np.asarray(data["joints"]), "joints", path, NUM_JOINTS)
+    verts = _check_points(np.asarray(data["verts"]), "verts", path, NUM_VERTS)
+    visibility = np.asarray(data["visibility"]) if (with_visibility and
+                                                    "visibility" in data.files) else None
+  if joints.shape[0] != verts.shape[0]:
+    raise InputError(f"{path}: 'joints' has {joints.shape[0]} examples but 'verts' has "
+                     f"{verts.shape[0]}")
+  if joints.shape[0] == 0:
+    raise InputError(f"{path}: 'joints' and 'verts' hold no examples")
+  scale = 1e-3 if units == "mm" else 1.0
+  out = {"joints": (joints * scale).astype(np.float32), "verts": (verts * scale).astype(np.float32)}
+  _check_metres(out["joints"], out["verts"], path)
+  if visibility is not None:
+    if visibility.shape != (joints.shape[0],):
+      raise InputError(f"{path}: array 'visibility' has shape {visibility.shape}, expected "
+                       f"[{joints.shape[0]}] (one ratio per example)")
+    if not np.issubdtype(visibility.dtype, np.number) or np.isnan(visibility).any():
+      raise InputError(f"{path}: array 'visibility' must be numbers without NaN "
+                       "(use -1 for unknown visibility)")
+    out["visibility"] = visibility.astype(np.float64)
+  return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Scoring.
+# ------------------------------------------------------------------------------------------------
+
+
+def score_predictions(pred_joints, pred_verts, gt_joints, gt_verts, visibility=None, mask=None, *,
+                      batch_size: int = 256,
+                      occlusion_threshold: float = metrics_lib.OCCLUSION_THRESHOLD,
+                      fscore_chunk_size: int = 2) -> dict:
+  """Scores a whole split of predictions; every example is counted exactly once.
+
+  Batches have a fixed size (the last one is padded and masked), so the metrics compile once.
+
+  Args:
+    pred_joints: [N, 21, 3] predicted joints, metres.
+    pred_verts: [N, 778, 3] predicted vertices, metres.
+    gt_joints: [N, 21, 3] ground-truth joints, metres.
+    gt_verts: [N, 778, 3] ground-truth vertices, metres.
+    visibility: optional [N] visibility ratios (negative = unknown).
+    mask: optional [N] bool, False for rows to leave out (e.g. padding).
+    batch_size: examples per jitted call.
+    occlusion_threshold: visibility ratio below which an example is occluded.
+    fscore_chunk_size: see `simajax.metrics.fscore`.
+
+  Returns:
+    The results dict of `simajax.metrics.MetricAccumulator.result`.
+  """
+  arrays = [np.asarray(a, np.float32) for a in (pred_joints, pred_verts, gt_joints, gt_verts)]
+  n = arrays[0].shape[0]
+  for name, a in zip(("pred_joints", "pred_verts", "gt_joints", "gt_verts"), arrays):
+    if a.shape[0] != n:
+      raise ValueError(f"{name} has {a.shape[0]} examples, pred_joints has {n}")
+  if n == 0:
+    raise ValueError("no examples to score")
+  visibility = np.full(n, -1.0) if visibility is None else np.asarray(visibility, np.float64)
+  mask = np.ones(n, bool) if mask is None else np.asarray(mask, bool)
+  if visibility.shape != (n,) or mask.shape != (n,):
+    raise ValueError(f"visibility {visibility.shape} and mask {mask.shape} must have shape ({n},)")
+
+  batch_size = min(batch_size, n)
+  scorer = functools.partial(metrics_lib.per_example_metrics_jit,
+                             fscore_chunk_size=fscore_chunk_size)
+  accumulator = metrics_lib.MetricAccumulator(occlusion_threshold)
+
+  def batch(start):
+    stop = min(start + batch_size, n)
+    rows = np.arange(start, start + batch_size)
+    valid = rows < stop
+    rows = np.minimum(rows, n - 1)  # pad by repeating the last example, masked out below
+    return scorer(*(a[rows] for a in arrays)), mask[rows] & valid, visibility[rows]
+
+  pending = batch(0)
+  for start in range(batch_size, n + batch_size, batch_size):
+    # Dispatch the next batch before reading this one back, so host and device work overlap.
+    upcoming = batch(start) if start < n else None
+    out, valid, vis = pending
+    accumulator.update(jax.device_get(out), valid, vis)
+    pending = upcoming
+  return accumulator.result()
+
+
+# ------------------------------------------------------------------------------------------------
+# Reports.
+# ------------------------------------------------------------------------------------------------
+
+# (metric, header, scale to the paper's units); AUC and F in %, errors in mm.
+_TABLE1_COLUMNS = (("pa_jpe", "PA-JPE↓", 1), ("pa_jauc", "PA-JAUC↑", 100),
+                   ("pa_vpe", "PA-VPE↓", 1), ("pa_vauc", "PA-VAUC↑", 100),
+                   ("pa_f5", "PA-F@5↑", 100), ("pa_f15", "PA-F@15↑", 100),
+                   ("jpe", "JPE↓", 1), ("jauc", "JAUC↑", 100), ("vpe", "VPE↓", 1),
+                   ("vauc", "VAUC↑", 100), ("f5", "F@5↑", 100), ("f15", "F@15↑", 100))
+_TABLE3_COLUMNS = (("vpe", "VPE↓", 1), ("pa_vpe", "PA-VPE↓", 1), ("pa_f5", "PA-F@5↑", 100))
+_GROUP_LABELS = {"overall": "all", "occluded": "occluded", "non_occluded": "non-occluded"}
+
+
+def _cell(value, scale) -> str:
+  return "–" if value is None else f"{value * scale:.2f}"
+
+
+def format_markdown(results: dict, name: str = "simajax") -> str:
+  """Markdown tables laid out like the paper's Table 1 (all metrics) and Table 3 (occlusion).
+
+  Args:
+    results: a `MetricAccumulator.result` dict.
+    name: the method name in the first column.
+
+  Returns:
+    The markdown text.
+  """
+  metrics = results["metrics"]
+  lines = [
+      "## Results (Table 1 layout)",
+      "",
+      "Errors in mm; AUC and F-scores in % (the JSON holds fractions). Unaligned metrics are "
+      "root-relative (wrist = joint 0); PA = Procrustes alignment with scale.",
+      "",
+      "| Method | Subset | N | " + " | ".join(h for _, h, _ in _TABLE1_COLUMNS) + " |",
+      "|---|---|---:|" + "---:|" * len(_TABLE1_COLUMNS),
+  ]
+  for group in metrics_lib.GROUPS:
+    entry = metrics[group]
+    cells = [_cell(entry[key], scale) for key, _, scale in _TABLE1_COLUMNS]
+    lines.append(f"| {name} | {_GROUP_LABELS[group]} | {entry['count']} | " + " | ".join(cells)
+                 + " |")
+  occluded, visible = metrics["occluded"], metrics["non_occluded"]
+  lines += [
+      "",
+      "## Occluded vs non-occluded (Table 3 layout)",
+      "",
+      f"Occluded: visibility ratio < {results['occlusion_threshold']:g} "
+      f"(N = {occluded['count']}); non-occluded: ratio >= {results['occlusion_threshold']:g} "
+      f"(N = {visible['count']}); unknown visibility, in 'all' only: "
+      f"{results['unknown_visibility']}.",
+      "",
+      "| Method | " + " | ".join(f"Occluded {h}" for _, h, _ in _TABLE3_COLUMNS) + " | "
+      + " | ".join(f"Non-occluded {h}" for _, h, _ in _TABLE3_COLUMNS) + " |",
+      "|---|" + "---:|" * (2 * len(_TABLE3_COLUMNS)),
+      f"| {name} | "
+      + " | ".join(_cell(occluded[key], scale) for key, _, scale in _TABLE3_COLUMNS) + " | "
+      + " | ".join(_cell(visible[key], scale) for key, _, scale in _TABLE3_COLUMNS) + " |",
+      "",
+  ]
+  return "\n".join(lines)
+
+
+def _font(size: int):
+  try:
+    return ImageFont.load_default(size=size)
+  except TypeError:  # Pillow without FreeType: a fixed bitmap font
+    return ImageFont.load_default()
+
+
+# (curve, legend label, AUC metric, RGB colour)
+_CURVES = (("pa_verts", "PA vertices", "pa_vauc", (200, 40, 40)),
+           ("verts", "vertices", "vauc", (40, 80, 200)),
+           ("pa_joints", "PA joints", "pa_jauc", (230, 140, 20)),
+           ("joints", "joints", "jauc", (40, 150, 60)))
+
+
+def render_pck_plot(results: dict, path: str | pathlib.Path, group: str = "overall",
+                    title: str | None = None) -> None:
+  """Draws the PCK curves of one group (like the paper's Fig. 5) as a PNG, with PIL only.
+
+  Args:
+    results: a `MetricAccumulator.result` dict.
+    path: output .png file.
+    group: 'overall', 'occluded' or 'non_occluded'.
+    title: plot title; a default names the group and its count.
+  """
+  width, height = 900, 620
+  left, right, top, bottom = 90, 30, 60, 80
+  image = Image.new("RGB", (width, height), "white")
+  draw = ImageDraw.Draw(image)
+  font, small = _font(18), _font(15)
+  thresholds = np.asarray(results["pck_curves"]["thresholds_mm"])
+  x_max = float(thresholds[-1])
+  plot_w, plot_h = width - left - right, height - top - bottom
+
+  def to_px(x, y):
+    return left + x / x_max * plot_w, top + (1.0 - y) * plot_h
+
+  for tick in np.linspace(0.0, 1.0, 6):  # y grid and labels, in %
+    _, py = to_px(0, tick)
+    draw.line([(left, py), (left + plot_w, py)], fill=(225, 225, 225))
+    draw.text((left - 10, py), f"{tick * 100:.0f}", fill="black", font=small, anchor="rm")
+  for tick in np.linspace(0.0, x_max, 6):  # x grid and labels, in mm
+    px, _ = to_px(tick, 0)
+    draw.line([(px, top), (px, top + plot_h)], fill=(225, 225, 225))
+    draw.text((px, top + plot_h + 8), f"{tick:g}", fill="black", font=small, anchor="mt")
+  draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black", width=2)
+  draw.text((left + plot_w / 2, height - 22), "error threshold (mm)", fill="black", font=font,
+            anchor="mm")
+  y_label = Image.new("RGB", (260, 30), "white")
+  ImageDraw.Draw(y_label).text((130, 15), "PCK (%)", fill="black", font=font, anchor="mm")
+  y_label = y_label.rotate(90, expand=True)
+  image.paste(y_label, (12, top + plot_h // 2 - y_label.height // 2))
+  count = results["metrics"][group]["count"]
+  draw.text((left + plot_w / 2, top / 2),
+            title or f"PCK curves ({_GROUP_LABELS[group]} examples, N = {count})",
+            fill="black", font=font, anchor="mm")
+
+  curves = results["pck_curves"][group]
+  legend = []
+  for key, label, auc_key, colour in _CURVES:
+    curve = curves[key]
+    if curve is None:
+      continue
+    points = [to_px(x, y) for x, y in zip(thresholds, curve)]
+    draw.line(points, fill=colour, width=3, joint="curve")
+    auc = results["metrics"][group][auc_key]
+    legend.append((f"{label} (AUC {auc * 100:.2f}%)", colour))
+  if not legend:
+    draw.text((left + plot_w / 2, top + plot_h / 2), "no examples", fill="black", font=font,
+              anchor="mm")
+  # The curves rise to the top-left, so the legend goes bottom-right.
+  box_w, row_h = 300, 26
+  box_x = left + plot_w - box_w - 12
+  box_y = top + plot_h - 12 - row_h * len(legend) - 8
+  if legend:
+    draw.rectangle([box_x, box_y, box_x + box_w, top + plot_h - 12], fill="white",
+                   outline=(120, 120, 120))
+  for i, (text, colour) in enumerate(legend):
+    y = box_y + 4 + row_h * i + row_h / 2
+    draw.line([(box_x + 10, y), (box_x + 45, y)], fill=colour, width=3)
+    draw.text((box_x + 55, y), text, fill="black", font=small, anchor="lm")
+  image.save(str(path), format="PNG")
+
+
+def write_reports(results: dict, out_json: str | pathlib.Path,
+                  table_md: str | pathlib.Path | None = None,
+                  plot_png: str | pathlib.Path | None = None, name: str = "simajax") -> None:
+  """Writes the results as JSON, and optionally as markdown tables and a PCK plot.
+
+  Args:
+    results: a `MetricAccumulator.result` dict (extra JSON-ready keys are kept).
+    out_json: JSON output path (None values are written as null).
+    table_md: optional markdown output path.
+    plot_png: optional PNG output path (overall PCK curves).
+    name: method name for the tables.
+  """
+  for path in (out_json, table_md, plot_png):
+    if path is not None:
+      pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  pathlib.Path(out_json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+  if table_md is not None:
+    pathlib.Path(table_md).write_text(format_markdown(results, name), encoding="utf-8")
+  if plot_png is not None:
+    render_pck_plot(results, plot_png)
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line.
+# ------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+  """The command-line parser (exposed so other entry points can extend it)."""
+  parser = argparse.ArgumentParser(
+      prog="python -m simajax.evaluate",
+      description="Score hand-mesh predictions (JPE, VPE, PA-*, AUC, F@5/15, occlusion subsets).")
+  parser.add_argument("--pred-npz", required=True,
+                      help="predictions: joints [N,21,3], verts [N,778,3]")
+  parser.add_argument("--gt-npz", required=True,
+                      help="ground truth: joints [N,21,3], verts [N,778,3], optional visibility [N]")
+  parser.add_argument("--out", required=True, help="output JSON with all metrics")
+  parser.add_argument("--table", default=None, help="optional markdown table output")
+  parser.add_argument("--plot", default=None, help="optional PCK-curve PNG output")
+  parser.add_argument("--units", choices=("m", "mm"), default="m",
+                      help="units of both input files (default metres)")
+  parser.add_argument("--occlusion-threshold", type=float,
+                      default=metrics_lib.OCCLUSION_THRESHOLD,
+                      help="visibility ratio below which an example is occluded (default 0.4)")
+  parser.add_argument("--batch-size", type=int, default=256, help="examples per jitted call")
+  parser.add_argument("--name", default="simajax", help="method name in the markdown table")
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the CLI; returns the exit status (0 ok, 2 bad input)."""
+  args = build_parser().parse_args(argv)
+  try:
+    pred = load_hand_npz(args.pred_npz, args.units)
+    gt = load_hand_npz(args.gt_npz, args.units, with_visibility=True)
+    if pred["joints"].shape[0] != gt["joints"].shape[0]:
+      raise InputError(f"{args.pred_npz} has {pred['joints'].shape[0]} examples but "
+                       f"{args.gt_npz} has {gt['joints'].shape[0]}")
+    if args.batch_size < 1:
+      raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+  except InputError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  results = score_predictions(pred["joints"], pred["verts"], gt["joints"], gt["verts"],
+                              gt.get("visibility"), batch_size=args.batch_size,
+                              occlusion_threshold=args.occlusion_threshold)
+  results["inputs"] = {"pred_npz": str(args.pred_npz), "gt_npz": str(args.gt_npz),
+                       "units": args.units}
+  write_reports(results, args.out, args.table, args.plot, name=args.name)
+  overall = results["metrics"]["overall"]
+  print(" ".join(f"{k}={overall[k]:.4f}" for k in metrics_lib.METRIC_NAMES)
+        + f" (N={overall['count']}) -> {args.out}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,394 @@
+"""Training losses of SiMA-Hand: L_Recon (H2ONet's terms) and the SiMA distillation terms.
+
+Every loss is a pure, batched JAX function of explicit arrays (docs/ARCHITECTURE.md §6.1, §7.1):
+
+  * L1 terms (canonical and rotated mesh and joints, 2D joints): the mean of |pred - gt| over every
+    element, as the official code's ``F.l1_loss``.
+  * Normal loss (canonical mesh): for every face, the GT face normal
+    n = normalise(normalise(g1 - g0) x normalise(g2 - g0)) against the three unit-normalised
+    predicted edges (p1 - p0, p2 - p0, p2 - p1); the mean of |<edge, n>| over the 3 x F pairs.
+  * Edge-length loss (canonical mesh): the mean over faces and their edges (0-1, 0-2, 1-2) of
+    |pred edge length - GT edge length|.
+  * Rotation loss: the official element-wise MSE between the 3x3 matrices, or the paper's
+    ||R_gt R_pred^T - I||_F (eq. 10) as an option.
+  * L_SE / L_OE: a distance between student and (frozen, stop-gradient) teacher features.
+
+Masking: each function takes an optional ``mask``, a per-example weight of shape ``[B]`` (or any
+shape that matches the leading axes of the loss elements, e.g. ``[B, V]`` for views, with size-1
+axes broadcast). The mean is then taken over valid elements only, weighted by the mask, so missing
+views or labels contribute nothing; an all-invalid batch gives 0, not NaN. Ground truth of masked
+examples is zeroed before use, so it may hold NaN placeholders without poisoning the loss or its
+gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+# torch.nn.functional.normalize's eps: x / max(||x||, eps).
+_NORMALIZE_EPS = 1e-12
+
+ROTATION_FORMS = ("mse", "frobenius")
+FEATURE_NORMS = ("mse", "l2", "l1")
+
+# Default names of the distilled features in the model's intermediates and the teacher's features.
+SE_KEY = "vertex_features"
+OE_KEY = "orientation_tokens"
+
+RECONSTRUCTION_TERMS = ("mesh_canonical", "joints_canonical", "mesh_rotated", "joints_rotated",
+                        "joints_2d", "normal", "edge", "rotation")
+DISTILLATION_TERMS = ("se", "oe")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+  """Loss weights and forms; the defaults are the official code's (normal 0.1, all others 1).
+
+  A term whose weight is 0 is switched off: it is neither computed nor reported, and its ground
+  truth is not needed. Weights are Python floats, static under ``jax.jit`` (close over them).
+
+  Attributes:
+    mesh_canonical: L_M^c, L1 on the canonical (zero-root-pose) vertices.
+    joints_canonical: L_J^c, L1 on the canonical joints.
+    mesh_rotated: L_M^r, L1 on the rotated vertices.
+    joints_rotated: L_J^r, L1 on the rotated joints.
+    joints_2d: L_J2D, L1 on the 2D joints in [0, 1] crop coordinates.
+    normal: L_N^c, normal consistency on the canonical mesh.
+    edge: L_E^c, edge-length consistency on the canonical mesh.
+    rotation: L_R on the 3x3 global rotation matrices.
+    se: beta, weight of L_SE (vertex-level shape features).
+    oe: gamma, weight of L_OE (enhanced orientation tokens).
+    rotation_form: 'mse' (official code) or 'frobenius' (paper eq. 10).
+    feature_norm: distance used by L_SE and L_OE: 'mse', 'l2' or 'l1' (see `feature_distance`).
+  """
+  mesh_canonical: float = 1.0
+  joints_canonical: float = 1.0
+  mesh_rotated: float = 1.0
+  joints_rotated: float = 1.0
+  joints_2d: float = 1.0
+  normal: float = 0.1
+  edge: float = 1.0
+  rotation: float = 1.0
+  se: float = 1.0
+  oe: float = 1.0
+  rotation_form: str = "mse"
+  feature_norm: str = "mse"
+
+  def __post_init__(self):
+    if self.rotation_form not in ROTATION_FORMS:
+      raise ValueError(f"LossWeights.rotation_form must be one of {ROTATION_FORMS}, "
+                       f"got {self.rotation_form!r}")
+    if self.feature_norm not in FEATURE_NORMS:
+      raise ValueError(f"LossWeights.feature_norm must be one of {FEATURE_NORMS}, "
+                       f"got {self.feature_norm!r}")
+    for name in RECONSTRUCTION_TERMS + DISTILLATION_TERMS:
+      if getattr(self, name) < 0:
+        raise ValueError(f"LossWeights.{name} must be >= 0, got {getattr(self, name)}")
+
+  @classmethod
+  def stage1(cls, **overrides) -> LossWeights:
+    """Stage 1 of the two-stage recipe (§7.3): canonical mesh and joints, 2D, normal, edge.
+
+    Args:
+      **overrides: field values that replace the stage-1 defaults.
+
+    Returns:
+      Weights with the rotated, rotation and distillation terms switched off.
+    """
+    values = dict(mesh_rotated=0.0, joints_rotated=0.0, rotation=0.0, se=0.0, oe=0.0)
+    values.update(overrides)
+    return cls(**values)
+
+  @classmethod
+  def from_config(cls, config: Mapping[str, Any] | Any) -> LossWeights:
+    """Builds weights from a mapping or an ``ml_collections.ConfigDict``.
+
+    Args:
+      config: keys among this dataclass's fields; missing keys keep their defaults.
+
+    Returns:
+      The weights.
+
+    Raises:
+      ValueError: for a key that is not a field (a typo would otherwise be silently ignored).
+    """
+    values = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+    known = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"unknown loss config keys {unknown}; expected some of {sorted(known)}")
+    return cls(**values)
+
+
+def _expand_mask(mask, shape: tuple[int, ...], dtype):
+  """Reshapes ``mask`` to align with the leading axes of ``shape`` and broadcasts it."""
+  mask = jnp.asarray(mask, dtype)
+  if mask.ndim > len(shape):
+    raise ValueError(f"mask of shape {mask.shape} has more axes than the loss elements {shape}")
+  for axis, (m, s) in enumerate(zip(mask.shape, shape)):
+    if m not in (1, s):
+      raise ValueError(f"mask of shape {mask.shape} does not match the leading axes of the loss "
+                       f"elements {shape} (axis {axis}: {m} vs {s})")
+  mask = mask.reshape(mask.shape + (1,) * (len(shape) - mask.ndim))
+  return jnp.broadcast_to(mask, shape)
+
+
+def masked_mean(values, mask=None):
+  """Mean of ``values``, weighted by ``mask`` over its leading axes.
+
+  Args:
+    values: [B, ...] per-element losses.
+    mask: None, or weights whose shape matches the leading axes of ``values`` (size-1 axes
+      broadcast), e.g. [B]. Zero means invalid.
+
+  Returns:
+    A scalar: sum(mask * values) / sum(mask) over all elements, 0 when no element is valid.
+    Masked-out elements contribute exactly 0 even if they are NaN.
+  """
+  if mask is None:
+    return jnp.mean(values)
+  weights = _expand_mask(mask, values.shape, values.dtype)
+  valid = weights != 0
+  total = jnp.sum(jnp.where(valid, values, 0.0) * weights)
+  count = jnp.sum(weights)
+  return jnp.where(count > 0, total / jnp.where(count > 0, count, 1.0), 0.0)
+
+
+def _zero_invalid(gt, mask):
+  """Zeroes the ground truth of masked-out examples, so NaN placeholders cannot leak."""
+  if mask is None:
+    return gt
+  valid = _expand_mask(mask, gt.shape, gt.dtype) != 0
+  return jnp.where(valid, gt, 0.0)
+
+
+def _safe_norm(x, axis=-1, keepdims=False):
+  """Euclidean norm whose gradient is 0 (not NaN) at the zero vector."""
+  squared = jnp.sum(x * x, axis=axis, keepdims=keepdims)
+  positive = squared > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
+
+
+def _normalize(x):
+  """torch.nn.functional.normalize(x, dim=-1): x / max(||x||, 1e-12)."""
+  return x / jnp.maximum(_safe_norm(x, keepdims=True), _NORMALIZE_EPS)
+
+
+def l1_loss(pred, gt, mask=None):
+  """Mean absolute error over every element (L_M, L_J, L_J2D).
+
+  Args:
+    pred: [B, ...] prediction.
+    gt: ground truth, same shape.
+    mask: optional per-example weights (see module docstring).
+
+  Returns:
+    Scalar loss.
+  """
+  gt = _zero_invalid(jnp.asarray(gt), mask)
+  return masked_mean(jnp.abs(pred - gt), mask)
+
+
+def _face_corners(verts, faces):
+  faces = jnp.asarray(faces)
+  return verts[..., faces[:, 0], :], verts[..., faces[:, 1], :], verts[..., faces[:, 2], :]
+
+
+def normal_loss(pred_verts, gt_verts, faces, mask=None):
+  """Normal consistency L_N^c (H2ONet/MobRecon ``NormalVectorLoss``).
+
+  Args:
+    pred_verts: [B, V, 3] predicted vertices.
+    gt_verts: [B, V, 3] ground-truth vertices.
+    faces: [F, 3] integer triangle vertex ids.
+    mask: optional per-example weights.
+
+  Returns:
+    Scalar: mean over batch, faces and the 3 predicted edges of |<unit edge, GT unit normal>|.
+  """
+  gt_verts = _zero_invalid(jnp.asarray(gt_verts), mask)
+  p0, p1, p2 = _face_corners(pred_verts, faces)
+  g0, g1, g2 = _face_corners(gt_verts, faces)
+  gt_normal = _normalize(jnp.cross(_normalize(g1 - g0), _normalize(g2 - g0)))
+  edges = jnp.stack([_normalize(p1 - p0), _normalize(p2 - p0), _normalize(p2 - p1)], axis=-2)
+  cosines = jnp.abs(jnp.sum(edges * gt_normal[..., None, :], axis=-1))  # [B, F, 3]
+  return masked_mean(cosines, mask)
+
+
+def edge_length_loss(pred_verts, gt_verts, faces, mask=None):
+  """Edge-length consistency L_E^c (H2ONet/MobRecon ``EdgeLengthLoss``).
+
+  Args:
+    pred_verts: [B, V, 3] predicted vertices.
+    gt_verts: [B, V, 3] ground-truth vertices.
+    faces: [F, 3] integer triangle vertex ids.
+    mask: optional per-example weights.
+
+  Returns:
+    Scalar: mean over batch, faces and edges (0-1, 0-2, 1-2) of |pred length - GT length|.
+  """
+  gt_verts = _zero_invalid(jnp.asarray(gt_verts), mask)
+
+  def lengths(verts):
+    v0, v1, v2 = _face_corners(verts, faces)
+    return jnp.stack([_safe_norm(v0 - v1), _safe_norm(v0 - v2), _safe_norm(v1 - v2)], axis=-1)
+
+  return masked_mean(jnp.abs(lengths(pred_verts) - lengths(gt_verts)), mask)
+
+
+def rotation_loss(pred_rot, gt_rot, mask=None, form: str = "mse"):
+  """Global-rotation loss L_R.
+
+  Args:
+    pred_rot: [B, 3, 3] predicted rotation matrices.
+    gt_rot: [B, 3, 3] ground-truth rotation matrices.
+    mask: optional per-example weights.
+    form: 'mse' (official code: mean over the 9 entries of (pred - gt)^2) or 'frobenius' (paper
+      eq. 10: ||gt pred^T - I||_F per example, averaged over examples).
+
+  Returns:
+    Scalar loss.
+  """
+  gt_rot = _zero_invalid(jnp.asarray(gt_rot), mask)
+  if form == "mse":
+    return masked_mean(jnp.square(pred_rot - gt_rot), mask)
+  if form == "frobenius":
+    residual = gt_rot @ jnp.swapaxes(pred_rot, -1, -2) - jnp.eye(3, dtype=pred_rot.dtype)
+    return masked_mean(_safe_norm(residual, axis=(-2, -1)), mask)
+  raise ValueError(f"rotation loss form must be one of {ROTATION_FORMS}, got {form!r}")
+
+
+def feature_distance(student, teacher, mask=None, norm: str = "mse"):
+  """Distance between student features and frozen teacher features (L_SE, L_OE).
+
+  The teacher is wrapped in ``stop_gradient``: it is a fixed target.
+
+  Args:
+    student: [B, ...] student features, e.g. [B, 49, 256] or [B, 16, 1024].
+    teacher: teacher features of the same shape.
+    mask: optional weights over the leading (example) axes, e.g. [B].
+    norm: 'mse' = element mean of the squared difference (the default, §6.1); 'l2' = mean over
+      examples of the Euclidean norm of the difference (taken over all axes after the mask's, or
+      after axis 0 without a mask); 'l1' = element mean of the absolute difference.
+
+  Returns:
+    Scalar loss.
+  """
+  if student.shape != teacher.shape:
+    raise ValueError(f"student features {student.shape} and teacher features {teacher.shape} "
+                     "differ in shape")
+  teacher = jax.lax.stop_gradient(_zero_invalid(jnp.asarray(teacher), mask))
+  diff = student - teacher
+  if norm == "mse":
+    return masked_mean(jnp.square(diff), mask)
+  if norm == "l1":
+    return masked_mean(jnp.abs(diff), mask)
+  if norm == "l2":
+    example_axes = 1 if mask is None else max(jnp.ndim(mask), 1)
+    per_example = _safe_norm(diff, axis=tuple(range(example_axes, diff.ndim)))
+    return masked_mean(per_example, mask)
+  raise ValueError(f"feature norm must be one of {FEATURE_NORMS}, got {norm!r}")
+
+
+def _require(tree: Mapping[str, Any], key: str, what: str, term: str):
+  if key not in tree:
+    raise KeyError(f"{what} has no {key!r}, needed by the {term!r} loss (present: "
+                   f"{sorted(tree)}); set its weight to 0 to switch the term off")
+  return tree[key]
+
+
+def reconstruction_loss(pred: Mapping[str, Any], gt: Mapping[str, Any], faces,
+                        weights: LossWeights = LossWeights(), mask=None,
+                        term_masks: Mapping[str, Any] | None = None):
+  """L_Recon of eq. 11, weighted as the official code (§7.1).
+
+  Args:
+    pred: model outputs with keys verts3d_wo_gr [B,778,3], joints3d_wo_gr [B,21,3],
+      verts3d_w_gr [B,778,3], joints3d_w_gr [B,21,3], joints_img [B,21,2], glob_rot_mat [B,3,3].
+    gt: ground truth under the same keys (canonical = zero-root-pose MANO mesh and joints).
+    faces: [F, 3] triangles of the canonical mesh, for the normal and edge terms.
+    weights: term weights; a 0 weight switches a term off (`LossWeights.stage1()` for stage 1).
+    mask: optional per-example weights shared by all terms.
+    term_masks: optional per-term masks (keys from RECONSTRUCTION_TERMS) that replace ``mask``
+      for those terms, e.g. for examples without 2D labels.
+
+  Returns:
+    (total, terms): the weighted sum, and a dict of the unweighted value of every active term.
+  """
+  term_masks = dict(term_masks or {})
+  unknown = sorted(set(term_masks) - set(RECONSTRUCTION_TERMS))
+  if unknown:
+    raise ValueError(f"term_masks has unknown terms {unknown}; expected {RECONSTRUCTION_TERMS}")
+
+  def inputs(term, key):
+    return _require(pred, key, "pred", term), _require(gt, key, "gt", term)
+
+  definitions = {
+      "mesh_canonical": lambda m: l1_loss(*inputs("mesh_canonical", "verts3d_wo_gr"), m),
+      "joints_canonical": lambda m: l1_loss(*inputs("joints_canonical", "joints3d_wo_gr"), m),
+      "mesh_rotated": lambda m: l1_loss(*inputs("mesh_rotated", "verts3d_w_gr"), m),
+      "joints_rotated": lambda m: l1_loss(*inputs("joints_rotated", "joints3d_w_gr"), m),
+      "joints_2d": lambda m: l1_loss(*inputs("joints_2d", "joints_img"), m),
+      "normal": lambda m: normal_loss(*inputs("normal", "verts3d_wo_gr"), faces, m),
+      "edge": lambda m: edge_length_loss(*inputs("edge", "verts3d_wo_gr"), faces, m),
+      "rotation": lambda m: rotation_loss(*inputs("rotation", "glob_rot_mat"), m,
+                                          form=weights.rotation_form),
+  }
+  return _weighted_sum(definitions, weights, mask, term_masks)
+
+
+def distillation_loss(student_intermediates: Mapping[str, Any],
+                      teacher_features: Mapping[str, Any],
+                      weights: LossWeights = LossWeights(), mask=None,
+                      se_key: str = SE_KEY, oe_key: str = OE_KEY):
+  """SiMA's beta L_SE + gamma L_OE (eq. 12, §6.1).
+
+  Args:
+    student_intermediates: the SVR's intermediates; ``se_key`` holds the lifted vertex-level
+      features f_v^S [B, 49, 256], ``oe_key`` the enhanced orientation tokens f_o^S [B, 16, 1024].
+      A one-element tuple or list (what flax's ``sow`` stores) is unwrapped.
+    teacher_features: the frozen MVR's f_v^M and f_o^M under the same keys, one row per student
+      example (the per-hand f_v^M repeated for each of its views).
+    weights: uses ``se`` (beta), ``oe`` (gamma) and ``feature_norm``; a 0 weight switches a term off.
+    mask: optional per-example weights (e.g. 0 for views the teacher could not see).
+    se_key: key of the vertex-level features.
+    oe_key: key of the orientation tokens.
+
+  Returns:
+    (total, terms): the weighted sum, and a dict with the unweighted 'se' and 'oe' values.
+  """
+
+  def features(tree, key, what, term):
+    value = _require(tree, key, what, term)
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+      value = value[0]
+    return value
+
+  def term_fn(term, key):
+    def compute(m):
+      student = features(student_intermediates, key, "student_intermediates", term)
+      teacher = features(teacher_features, key, "teacher_features", term)
+      if student.shape != teacher.shape:
+        raise ValueError(f"{term!r} loss: student {key!r} has shape {student.shape} but the "
+                         f"teacher's has {teacher.shape}")
+      return feature_distance(student, teacher, m, norm=weights.feature_norm)
+    return compute
+
+  definitions = {"se": term_fn("se", se_key), "oe": term_fn("oe", oe_key)}
+  return _weighted_sum(definitions, weights, mask, {})
+
+
+def _weighted_sum(definitions, weights: LossWeights, mask, term_masks):
+  total = jnp.zeros((), jnp.float32)
+  terms = {}
+  for name, compute in definitions.items():
+    weight = getattr(weights, name)
+    if weight == 0:
+      continue
+    terms[name] = compute(term_masks.get(name, mask))
+    total = total + weight * terms[name]
+  return total, terms
