@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from simajax.render import (Light, Mesh, corner_normals, face_normals, primitives, render_scene,
-                            silhouette, vertex_normals)
+from simajax.render import (Light, Mesh, corner_normals, face_normals, look_at, primitives,
+                            render_scene, silhouette, to_camera, vertex_normals)
 
 H, W = 64, 80
 K = np.array([[90.0, 0, 39.5], [0, 90.0, 31.5], [0, 0, 1]])
@@ -108,6 +108,28 @@ def test_occluder_hides_hand_and_labels_follow_visibility():
   np.testing.assert_array_equal(reordered.rgb, result.rgb)
 
 
+def test_culling_closed_meshes_changes_nothing_but_the_work():
+  rot = np.array([[0.36, 0.48, -0.8], [-0.8, 0.6, 0.0], [0.48, 0.64, 0.6]])
+  shapes = [primitives.uv_sphere((0.0, 0.0, 2.0), 0.5), primitives.box((0.3, 0.1, 1.2), 0.3, rot),
+            primitives.cylinder((-0.4, 0.2, 1.6), 0.15, 0.6, rot)]
+  images = []
+  for cull in (False, True):
+    meshes = [Mesh(v, f, label=i, cull_backfaces=cull) for i, (v, f) in enumerate(shapes)]
+    images.append(render_scene(meshes, K, None, H, W))
+  np.testing.assert_array_equal(images[0].rgb, images[1].rgb)
+  np.testing.assert_array_equal(images[0].label_map, images[1].label_map)
+  np.testing.assert_array_equal(images[0].depth, images[1].depth)
+  # The culled faces are exactly the ones turned away from the camera, and none of them is seen.
+  vertices = np.concatenate([v for v, _ in shapes])
+  offsets = np.cumsum([0] + [len(v) for v, _ in shapes])
+  faces = np.concatenate([f + o for (_, f), o in zip(shapes, offsets)])
+  tri = vertices[faces]
+  away = np.einsum("fi,fi->f", np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]),
+                   tri[:, 0]) >= 0
+  assert 0.3 < away.mean() < 0.7
+  assert not away[images[0].fragments.face_id[images[0].fragments.mask]].any()
+
+
 def test_extrinsic_equals_transforming_the_vertices():
   theta = 0.4
   rot = np.array([[np.cos(theta), 0, np.sin(theta)], [0, 1, 0], [-np.sin(theta), 0, np.cos(theta)]])
@@ -172,3 +194,21 @@ def test_bad_scene_inputs_are_named():
     render_scene([Mesh(vertices, faces), Mesh(vertices, faces + 100)], K, None, H, W)
   with pytest.raises(ValueError, match="extrinsic"):
     render_scene([Mesh(vertices, faces)], K, np.eye(3), H, W)
+
+
+def test_look_at_builds_an_opencv_camera():
+  # Camera 1 m in front of the origin along -z, world y down: the identity rotation.
+  np.testing.assert_allclose(look_at((0, 0, -1.0), (0, 0, 0)),
+                             [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]], atol=1e-12)
+  eye, target, up = np.array([0.5, -0.3, 0.8]), np.array([0.1, 0.2, 2.0]), np.array([0, 0, 1.0])
+  world2cam = look_at(eye, target, up)
+  rotation = world2cam[:3, :3]
+  np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
+  assert np.linalg.det(rotation) == pytest.approx(1.0)
+  np.testing.assert_allclose(to_camera(eye, world2cam), 0.0, atol=1e-12)
+  target_cam = to_camera(target, world2cam)
+  np.testing.assert_allclose(target_cam[:2], 0.0, atol=1e-12)  # on the optical axis
+  assert target_cam[2] == pytest.approx(np.linalg.norm(target - eye))
+  assert to_camera(target + 0.1 * up, world2cam)[1] < 0  # "up" is up in the image (v smaller)
+  with pytest.raises(ValueError, match="parallel"):
+    look_at((0, 0, 0), (0, 0, 1), (0, 0, 1))

@@ -10,12 +10,13 @@ from simajax.render.draw import (HAND_COLORS, HAND_PARENTS, draw_keypoints, imag
 from simajax.render.mesh_io import TriangleMesh, read_obj, read_ply, write_obj, write_ply
 from simajax.render.primitives import box, cylinder, uv_sphere
 from simajax.render.rasterizer import Fragments, project, rasterize
-from simajax.render.scene import Mesh, RenderResult, render_scene, silhouette, to_camera
+from simajax.render.scene import (Mesh, RenderResult, look_at, render_scene, silhouette,
+                                  to_camera)
 from simajax.render.shading import Light, corner_normals, face_normals, shade, vertex_normals
 
 __all__ = [
     "Fragments", "HAND_COLORS", "HAND_PARENTS", "Light", "Mesh", "RenderResult", "TriangleMesh",
     "box", "corner_normals", "cylinder", "draw_keypoints", "face_normals", "image_grid",
-    "overlay_mesh", "project", "rasterize", "read_obj", "read_ply", "render_scene", "save_image",
+    "look_at", "overlay_mesh", "project", "rasterize", "read_obj", "read_ply", "render_scene", "save_image",
     "shade", "silhouette", "to_camera", "uv_sphere", "vertex_normals", "write_obj", "write_ply",
 ]

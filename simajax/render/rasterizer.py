@@ -23,16 +23,18 @@ Conventions:
     unless ``cull_backfaces``. Front means the outward normal (counter-clockwise winding in the
     right-handed camera frame, as for an outward-oriented closed mesh) points towards the camera.
 
-How it is fast: triangles are grouped by the size of their clipped pixel bounding box (rounded up
-to a few bucket sizes) and each group is evaluated as one dense [faces, rows, cols] broadcast of
-the three edge functions, with no per-pixel gathers. The z-test packs (1/z as float32 bits, face
-id) into one int64 key and resolves all candidates with a single ``np.maximum.at``; ties in depth
-go to the higher face id.
+How it is fast: every face's clipped pixel bounding box is cut into one-pixel-high row segments;
+segments are grouped by box width (rounded up to a few bucket sizes) and each group is tested as
+one dense [segments, width] array of edge functions (a multiply-add and a compare per edge, no
+per-pixel gathers). The z-test packs (1/z as float32 bits, face) into one int64 key and resolves
+all candidates with a single ``np.maximum.at``; ties in depth go to the higher face id.
+Barycentrics and depth are then computed for the winning fragments only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Union
 
 import numpy as np
 
@@ -83,7 +85,8 @@ def project(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 
 def rasterize(vertices_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, height: int, width: int,
-              *, near: float = 1e-3, cull_backfaces: bool = False) -> Fragments:
+              *, near: float = 1e-3,
+              cull_backfaces: Union[bool, np.ndarray] = False) -> Fragments:
   """Rasterizes a triangle mesh seen by a pinhole camera into a z-buffer.
 
   Several objects are rendered together (so that they occlude each other correctly) by
@@ -98,7 +101,8 @@ def rasterize(vertices_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, height
     width: image width W in pixels.
     near: faces with a vertex at ``z <= near`` are dropped.
     cull_backfaces: if True, faces whose outward normal (counter-clockwise winding, right-handed)
-      points away from the camera are dropped.
+      points away from the camera are dropped; a [F] bool array applies this per face (e.g. only
+      to the faces of closed objects, whose back faces can never be seen).
 
   Returns:
     ``Fragments`` with depth, face_id and perspective-correct barycentrics (see the module
@@ -107,23 +111,22 @@ def rasterize(vertices_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, height
   vertices_cam, faces, K = _check_inputs(vertices_cam, faces, K, height, width)
   num_pixels = height * width
   setup = _setup_faces(vertices_cam, faces, K, height, width, near, cull_backfaces)
-  pixels, invz, face = _candidate_fragments(setup, width)
+  pixels, invz, row = _candidate_fragments(setup, width)
+
+  # 1/z > 0, so its float32 bit pattern orders like its value; the setup row (ascending in face
+  # id) rides in the low bits.
+  keys = invz.astype(np.float32).view(np.int32).astype(np.int64) << 32
+  keys |= row
+  zbuffer = np.full(num_pixels, -1, dtype=np.int64)
+  np.maximum.at(zbuffer, pixels, keys)
+  covered = np.flatnonzero(zbuffer >= 0)
+  winner = zbuffer[covered] & 0xFFFFFFFF
 
   face_id = np.full(num_pixels, -1, dtype=np.int64)
-  if pixels.size:
-    # 1/z > 0, so its float32 bit pattern orders like its value; the face id rides in the low bits.
-    keys = invz.astype(np.float32).view(np.int32).astype(np.int64) << 32
-    keys |= face
-    zbuffer = np.full(num_pixels, -1, dtype=np.int64)
-    np.maximum.at(zbuffer, pixels, keys)
-    covered = zbuffer >= 0
-    face_id[covered] = zbuffer[covered] & 0xFFFFFFFF
-
+  face_id[covered] = setup.face[winner]
   depth = np.full(num_pixels, np.inf)
   bary = np.zeros((num_pixels, 3))
-  covered = np.flatnonzero(face_id >= 0)
-  if covered.size:
-    depth[covered], bary[covered] = _interpolate(setup, face_id[covered], covered, width)
+  depth[covered], bary[covered] = _interpolate(setup, winner, covered, width)
   return Fragments(depth=depth.reshape(height, width), face_id=face_id.reshape(height, width),
                    bary=bary.reshape(height, width, 3))
 
@@ -159,9 +162,10 @@ class _FaceSetup:
   edge_b: np.ndarray     #        E_i is the edge opposite vertex i, E_i(vertex i) = |2 area|
   edge_c: np.ndarray
   threshold: np.ndarray  # [k, 3] 0 for top/left edges (inclusive), _TINY otherwise (strict)
-  inv_area2: np.ndarray  # [k] 1 / |2 area|
-  inv_z: np.ndarray      # [k, 3] 1 / z of the three vertices
   plane: np.ndarray      # [k, 3] (p, q, r): 1/z = p x + q y + r on the face (affine on screen)
+  # [k, 9]: (a_i, b_i, c_i) / (|2 area| z_i), so that l_i / z_i = a'_i x + b'_i y + c'_i, where
+  # l_i = E_i / |2 area| are the screen-space barycentrics.
+  weighted_edges: np.ndarray
   x0: np.ndarray         # [k] clipped bounding box, inclusive pixel bounds
   x1: np.ndarray
   y0: np.ndarray
@@ -171,10 +175,11 @@ class _FaceSetup:
 def _setup_faces(vertices, faces, K, height, width, near, cull_backfaces) -> _FaceSetup:
   z = vertices[:, 2]
   keep = (z[faces] > near).all(axis=1)
-  if cull_backfaces:
-    tri = vertices[faces]
+  cull = np.broadcast_to(np.asarray(cull_backfaces, dtype=bool), keep.shape)
+  if cull.any():
+    tri = vertices[faces[cull]]
     normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    keep &= np.einsum("fi,fi->f", normal, tri[:, 0]) < 0.0
+    keep[cull] &= np.einsum("fi,fi->f", normal, tri[:, 0]) < 0.0
   face = np.flatnonzero(keep)
   tri_ids = faces[face]
   with np.errstate(divide="ignore", invalid="ignore"):
@@ -207,19 +212,18 @@ def _setup_faces(vertices, faces, K, height, width, near, cull_backfaces) -> _Fa
   y1 = np.minimum(np.floor(corners[..., 1].max(axis=1)), height - 1)
   live = (area2 != 0) & (x0 <= x1) & (y0 <= y1)
   a, b, c, area2 = a[live], b[live], c[live], area2[live]
-  inv_area2 = 1.0 / np.abs(area2)
-  inv_z = 1.0 / z[tri_ids[live]]
   # 1/z = sum_i (E_i / |2 area|) / z_i is affine in (x, y), like the edge functions.
-  weights = inv_z * inv_area2[:, None]
-  plane = np.stack([(a * weights).sum(1), (b * weights).sum(1), (c * weights).sum(1)], axis=1)
+  weights = 1.0 / (np.abs(area2)[:, None] * z[tri_ids[live]])
+  weighted_edges = np.concatenate([a * weights, b * weights, c * weights], axis=1)
+  plane = weighted_edges.reshape(-1, 3, 3).sum(axis=2)
   return _FaceSetup(
-      face=face[live], edge_a=a, edge_b=b, edge_c=c, threshold=threshold[live],
-      inv_area2=inv_area2, inv_z=inv_z, plane=plane, x0=x0[live].astype(np.int64),
+      face=face[live], edge_a=a, edge_b=b, edge_c=c, threshold=threshold[live], plane=plane,
+      weighted_edges=weighted_edges, x0=x0[live].astype(np.int64),
       x1=x1[live].astype(np.int64), y0=y0[live].astype(np.int64), y1=y1[live].astype(np.int64))
 
 
 def _candidate_fragments(setup: _FaceSetup, width: int):
-  """Every (pixel index, 1/z, face id) whose pixel centre a face covers, before the z-test.
+  """Every (pixel index, 1/z, setup row) whose pixel centre a face covers, before the z-test.
 
   Each face's bounding box is cut into row segments; segments are grouped by their width rounded
   up to a bucket size, and every group is tested as one dense [segments, width] array.
@@ -267,7 +271,7 @@ def _candidate_fragments(setup: _FaceSetup, width: int):
   in_box = px <= seg_x1[seg]
   seg, px = seg[in_box], px[in_box]
   invz = setup.plane[seg_face[seg], 0] * px + row_invz[seg]
-  return seg_y[seg] * width + px, invz, setup.face[seg_face[seg]]
+  return seg_y[seg] * width + px, invz, seg_face[seg]
 
 
 def _round_up_to_bucket(extent):
@@ -277,18 +281,12 @@ def _round_up_to_bucket(extent):
   return np.where(extent <= sizes[-1], rounded, extent)
 
 
-def _screen_barycentrics(setup: _FaceSetup, sel, px, py):
-  """[n, 3] screen-space (affine) barycentrics of pixel centres (px, py) in faces ``sel``."""
-  edge = (setup.edge_a[sel] * px[:, None] + setup.edge_b[sel] * py[:, None] + setup.edge_c[sel])
-  return edge * setup.inv_area2[sel, None]
-
-
-def _interpolate(setup: _FaceSetup, face_ids, pixels, width):
-  """Depth and perspective-correct barycentrics of the winning faces at ``pixels``."""
-  # Map original face ids back to rows of the setup arrays (the setup keeps them sorted).
-  sel = np.searchsorted(setup.face, face_ids)
+def _interpolate(setup: _FaceSetup, sel, pixels, width):
+  """Depth and perspective-correct barycentrics of the winning faces (setup rows) at ``pixels``."""
   py, px = np.divmod(pixels, width)
-  weights = _screen_barycentrics(setup, sel, px.astype(np.float64), py.astype(np.float64))
-  weights = weights * setup.inv_z[sel]  # l_i / z_i
+  coeffs = setup.weighted_edges[sel]
+  weights = coeffs[:, 0:3] * px[:, None].astype(np.float64)  # l_i / z_i
+  weights += coeffs[:, 3:6] * py[:, None].astype(np.float64)
+  weights += coeffs[:, 6:9]
   inv_depth = weights.sum(axis=1)
   return 1.0 / inv_depth, weights / inv_depth[:, None]

@@ -3,7 +3,8 @@
 Typical use (synthetic multi-view data)::
 
   hand = Mesh(hand_verts, hand_faces, color=(0.9, 0.7, 0.6), label=1)
-  ball = Mesh(*primitives.uv_sphere(centre, 0.03), color=(0.2, 0.4, 0.9), label=2)
+  ball = Mesh(*primitives.uv_sphere(centre, 0.03), color=(0.2, 0.4, 0.9), label=2,
+              cull_backfaces=True)
   result = render_scene([hand, ball], K, world2cam, 224, 224)
   visible = result.mask(1)                                   # hand pixels not hidden by the ball
   unoccluded = silhouette([hand], K, world2cam, 224, 224)    # hand pixels without occluders
@@ -37,12 +38,16 @@ class Mesh:
     crease_angle: degrees; edges sharper than this are shaded as creases (see
       ``shading.corner_normals``). The default keeps box sides and cylinder rims sharp and
       smooths spheres and hands.
+    cull_backfaces: skip faces turned away from the camera. Only for closed, outward-oriented
+      meshes seen from outside (e.g. the primitives), where it changes nothing but the time; not
+      for the hand, which is open at the wrist.
   """
   vertices: np.ndarray
   faces: np.ndarray
   color: ColorLike = (0.8, 0.8, 0.8)
   label: int = 0
   crease_angle: float = 60.0
+  cull_backfaces: bool = False
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -70,8 +75,7 @@ class RenderResult:
 
 def render_scene(meshes: Sequence[Mesh], K: np.ndarray, extrinsic: Optional[np.ndarray],
                  height: int, width: int, *, light: Light = Light(),
-                 background: Union[ColorLike, np.ndarray] = (0.0, 0.0, 0.0),
-                 cull_backfaces: bool = False) -> RenderResult:
+                 background: Union[ColorLike, np.ndarray] = (0.0, 0.0, 0.0)) -> RenderResult:
   """Renders meshes with one shared z-buffer, so they occlude each other correctly.
 
   Args:
@@ -83,21 +87,22 @@ def render_scene(meshes: Sequence[Mesh], K: np.ndarray, extrinsic: Optional[np.n
     width: image width in pixels.
     light: directional + ambient light (direction in the camera frame).
     background: an RGB colour (floats in [0, 1]) or a uint8 [H, W, 3] image.
-    cull_backfaces: drop faces turned away from the camera (only right for closed meshes).
 
   Returns:
     A ``RenderResult``.
   """
   vertices, faces, mesh_of_face = _concatenate(meshes, extrinsic)
-  fragments = rasterize(vertices, faces, K, height, width, cull_backfaces=cull_backfaces)
+  rgb = _background(background, height, width)
+  fragments = rasterize(vertices, faces, K, height, width,
+                        cull_backfaces=_cull_flags(meshes, mesh_of_face))
   corner_colors, normals = _visible_corner_attributes(meshes, vertices, fragments)
   shaded = shade(fragments, vertices, faces, corner_colors, normals, light)
   covered = fragments.mask
-  rgb = np.where(covered[..., None], shaded, _background(background, height, width))
+  rgb[covered] = np.round(shaded[covered] * 255.0)
   labels = np.array([m.label for m in meshes], dtype=np.int64)
   mesh_index = np.where(covered, mesh_of_face[np.maximum(fragments.face_id, 0)], -1)
   return RenderResult(
-      rgb=np.round(rgb * 255.0).astype(np.uint8), depth=fragments.depth,
+      rgb=rgb, depth=fragments.depth,
       label_map=np.where(covered, labels[np.maximum(mesh_index, 0)], -1),
       mesh_index=mesh_index, fragments=fragments)
 
@@ -116,8 +121,9 @@ def silhouette(meshes: Sequence[Mesh], K: np.ndarray, extrinsic: Optional[np.nda
   Returns:
     True where any of the meshes covers the pixel centre.
   """
-  vertices, faces, _ = _concatenate(meshes, extrinsic)
-  return rasterize(vertices, faces, K, height, width).mask
+  vertices, faces, mesh_of_face = _concatenate(meshes, extrinsic)
+  return rasterize(vertices, faces, K, height, width,
+                   cull_backfaces=_cull_flags(meshes, mesh_of_face)).mask
 
 
 def to_camera(points: np.ndarray, extrinsic: Optional[np.ndarray]) -> np.ndarray:
@@ -129,6 +135,36 @@ def to_camera(points: np.ndarray, extrinsic: Optional[np.ndarray]) -> np.ndarray
   if extrinsic.shape not in ((4, 4), (3, 4)):
     raise ValueError(f"extrinsic must be [4, 4] or [3, 4] world-to-camera, got {extrinsic.shape}")
   return points @ extrinsic[:3, :3].T + extrinsic[:3, 3]
+
+
+def look_at(eye: ColorLike, target: ColorLike, up: ColorLike = (0.0, -1.0, 0.0)) -> np.ndarray:
+  """World-to-camera [4, 4] of an OpenCV camera at ``eye`` looking at ``target``.
+
+  The camera's z axis points at the target, its y axis (image down) is opposite to ``up`` as far
+  as orthogonality allows, and x = y cross z (image right).
+
+  Args:
+    eye: [3] camera centre (world frame).
+    target: [3] point that projects to the principal point.
+    up: [3] world direction that appears upward in the image (must not be parallel to the view
+      direction).
+
+  Returns:
+    [4, 4] world-to-camera matrix ``[R | t; 0 0 0 1]`` with ``x_cam = R x_world + t``.
+  """
+  eye = np.asarray(eye, dtype=np.float64)
+  forward = np.asarray(target, dtype=np.float64) - eye
+  up = np.asarray(up, dtype=np.float64)
+  down = -(up - (up @ forward) / (forward @ forward) * forward)
+  if np.linalg.norm(forward) == 0 or np.linalg.norm(down) < 1e-9 * np.linalg.norm(up):
+    raise ValueError("look_at: eye equals target, or up is parallel to the view direction")
+  z_axis = forward / np.linalg.norm(forward)
+  y_axis = down / np.linalg.norm(down)
+  rotation = np.stack([np.cross(y_axis, z_axis), y_axis, z_axis])
+  world2cam = np.eye(4)
+  world2cam[:3, :3] = rotation
+  world2cam[:3, 3] = -rotation @ eye
+  return world2cam
 
 
 def _concatenate(meshes, extrinsic):
@@ -152,6 +188,10 @@ def _concatenate(meshes, extrinsic):
     owner.append(np.full(len(f), i, dtype=np.int64))
     offset += len(v)
   return np.concatenate(vertices), np.concatenate(faces), np.concatenate(owner)
+
+
+def _cull_flags(meshes, mesh_of_face):
+  return np.array([m.cull_backfaces for m in meshes], dtype=bool)[mesh_of_face]
 
 
 def _visible_corner_attributes(meshes, vertices_cam, fragments):
@@ -190,13 +230,14 @@ def _corner_colors(mesh: Mesh, index: int) -> np.ndarray:
 
 
 def _background(background, height, width) -> np.ndarray:
+  """A fresh uint8 [H, W, 3] canvas holding the background."""
   background = np.asarray(background)
   if background.shape == (3,):
     color = background.astype(np.float64)
     if color.min() < 0.0 or color.max() > 1.0:
       raise ValueError(f"render: a background colour must be RGB floats in [0, 1], got {color}")
-    return np.broadcast_to(color, (height, width, 3))
+    return np.broadcast_to(np.round(color * 255.0).astype(np.uint8), (height, width, 3)).copy()
   if background.shape != (height, width, 3) or background.dtype != np.uint8:
     raise ValueError(f"render: a background image must be uint8 [{height}, {width}, 3], got "
                      f"{background.dtype} {background.shape}")
-  return background.astype(np.float64) / 255.0
+  return background.copy()
