@@ -56,9 +56,9 @@ def test_random_triangles_cover_exactly_the_brute_force_pixels():
 def test_square_follows_top_left_rule_and_covers_each_pixel_once(faces):
   # Corners on pixel centres: the left column and top row are in, the right and bottom are out.
   uv = np.array([[2, 3], [9, 3], [9, 8], [2, 8]], dtype=np.float64)
-  vertices = lift(uv, [1.0, 2.0, 0.5, 4.0], K_EXACT)
-  np.testing.assert_array_equal(project(vertices, K_EXACT), uv)  # ties are real ties
   K = K_EXACT
+  vertices = lift(uv, [1.0, 2.0, 0.5, 4.0], K)
+  np.testing.assert_array_equal(project(vertices, K), uv)  # ties are real ties
   expected = np.zeros((H, W), dtype=bool)
   expected[3:8, 2:9] = True
   single = [rasterize(vertices, np.array([f]), K, H, W).mask for f in faces]
@@ -68,7 +68,8 @@ def test_square_follows_top_left_rule_and_covers_each_pixel_once(faces):
 
 def test_grid_mesh_with_edges_through_pixel_centres_is_watertight():
   # A 6x5 vertex grid of 4-pixel squares on integer pixel positions, split along alternating
-  # diagonals (which pass through pixel centres), vertex ids shuffled: every centre of the hull is covered exactly once.
+  # diagonals (which pass through pixel centres), vertex ids shuffled: every centre of the hull
+  # is covered exactly once.
   rng = np.random.default_rng(1)
   K = K_EXACT
   xs, ys = np.meshgrid(np.arange(6) * 4 + 5, np.arange(5) * 4 + 2)
@@ -187,7 +188,7 @@ def test_sphere_silhouette_and_depth_match_the_analytic_sphere():
     ideal_depth = ((b - np.sqrt(np.maximum(disc, 0))) / a).reshape(height, width)
     assert abs(fragments.mask.sum() / hits.sum() - 1.0) < 0.02
     both = fragments.mask & hits
-    # The mesh is inscribed in the sphere: its depth is never nearer, and at most the sagitta behind.
+    # The mesh is inscribed in the sphere: never nearer than it, at most about the sagitta behind.
     gap = fragments.depth[both] - ideal_depth[both]
     assert gap.min() > -1e-9 and np.median(gap) < 2e-3
     if center[0] == 0.0:

@@ -16,7 +16,7 @@ from simajax.render.shading import Light, corner_normals, face_normals, shade, v
 
 __all__ = [
     "Fragments", "HAND_COLORS", "HAND_PARENTS", "Light", "Mesh", "RenderResult", "TriangleMesh",
-    "box", "corner_normals", "cylinder", "draw_keypoints", "face_normals", "image_grid",
-    "look_at", "overlay_mesh", "project", "rasterize", "read_obj", "read_ply", "render_scene", "save_image",
+    "box", "corner_normals", "cylinder", "draw_keypoints", "face_normals", "image_grid", "look_at",
+    "overlay_mesh", "project", "rasterize", "read_obj", "read_ply", "render_scene", "save_image",
     "shade", "silhouette", "to_camera", "uv_sphere", "vertex_normals", "write_obj", "write_ply",
 ]

@@ -65,7 +65,8 @@ def draw_keypoints(image: np.ndarray, keypoints: np.ndarray,
   pen = ImageDraw.Draw(canvas)
   if parents is not None:
     if len(parents) != num_joints:
-      raise ValueError(f"draw_keypoints: parents must have {num_joints} entries, got {len(parents)}")
+      raise ValueError(f"draw_keypoints: parents must have {num_joints} entries, got "
+                       f"{len(parents)}")
     for joint, parent in enumerate(parents):
       if parent >= 0 and drawable[joint] and drawable[parent]:
         pen.line([tuple(keypoints[parent]), tuple(keypoints[joint])],

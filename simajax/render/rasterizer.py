@@ -2,7 +2,8 @@
 
 Conventions:
   * Camera frame (OpenCV): x right, y down, z forward, metres. A point projects to
-    ``u = (K[0,0] x + K[0,1] y) / z + K[0,2]``, ``v = K[1,1] y / z + K[1,2]``, i.e. ``(u, v) = K X / z``.
+    ``u = (K[0,0] x + K[0,1] y) / z + K[0,2]``, ``v = K[1,1] y / z + K[1,2]``, i.e.
+    ``(u, v) = (K X)[:2] / z``.
   * Pixel centres sit at integer coordinates: pixel ``[row, col]`` samples the image point
     ``(u, v) = (col, row)``. This is the convention that makes a projected point ``(u, v)`` land in
     pixel ``[round(v), round(u)]`` and the horizontal flip ``u -> W - 1 - u`` exact.

@@ -1,7 +1,7 @@
 """Normals and Lambertian shading of rasterized meshes.
 
 Colours here are RGB floats in [0, 1]. Light directions are given in the camera frame, as the
-direction the light *travels* (the default (0, 0, 1) is a head-light shining along the view axis).
+direction the light *travels* ((0, 0, 1) is a head-light shining along the view axis).
 """
 
 from __future__ import annotations
@@ -129,13 +129,15 @@ def shade(fragments: Fragments, vertices_cam: np.ndarray, faces: np.ndarray,
     return rgb.reshape(height, width, 3)
   face = fragments.face_id.ravel()[pixels]
   bary = fragments.bary.reshape(-1, 3)[pixels]
-  points = np.einsum("pk,pkd->pd", bary, np.asarray(vertices_cam, dtype=np.float64)[faces[face]])
-  normal = _normalize(np.einsum("pk,pkd->pd", bary, normals_at_corners[face]))
+  # One gather and one contraction for the three interpolated attributes.
+  corners = np.concatenate([np.asarray(vertices_cam, dtype=np.float64)[faces],
+                            normals_at_corners, corner_colors], axis=2)  # [F, 3, 9]
+  attributes = np.einsum("pk,pkd->pd", bary, corners[face])
+  points, normal, color = attributes[:, 0:3], _normalize(attributes[:, 3:6]), attributes[:, 6:9]
   # The camera sits at the origin: a normal pointing along the viewing ray faces away from it.
   normal *= np.where(np.einsum("pd,pd->p", normal, points) > 0, -1.0, 1.0)[:, None]
   towards_light = -_normalize(np.asarray(light.direction, dtype=np.float64)[None])[0]
   intensity = light.ambient + light.diffuse * np.maximum(normal @ towards_light, 0.0)
-  color = np.einsum("pk,pkd->pd", bary, corner_colors[face])
   rgb[pixels] = np.clip(color * intensity[:, None], 0.0, 1.0)
   return rgb.reshape(height, width, 3)
 
