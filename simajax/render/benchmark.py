@@ -5,8 +5,8 @@
 ``--hand`` takes an assets.npz (``verts_0``/``faces_0``), a .ply or an .obj; without it a
 hand-sized ellipsoid with the hand's face count (1536) stands in. Three primitives (~1000 faces)
 partly occlude it. Every call is timed over the 8 views (cameras on a ring around the hand), and
-the median and minimum per render are printed. Single-threaded numpy; the machine load is printed
-too, since shared machines make timings noisy.
+the median and minimum per render are printed. Pure numpy (run with OMP_NUM_THREADS=1 for one
+core); the machine load is printed too, since shared machines make wall times noisy.
 """
 
 from __future__ import annotations
@@ -58,14 +58,19 @@ def ring_cameras(num_views, distance):
 
 
 def time_per_call(fn, cameras, repeats):
-  """Median and minimum seconds of ``fn(camera)`` over ``repeats`` passes of all cameras."""
-  times = []
+  """Median wall, minimum wall and median CPU seconds of ``fn(camera)`` over all calls.
+
+  CPU time (all threads of this process) is less disturbed than wall time when other processes
+  compete for the cores.
+  """
+  wall, cpu = [], []
   for _ in range(repeats):
     for camera in cameras:
-      start = time.perf_counter()
+      start_wall, start_cpu = time.perf_counter(), time.process_time()
       fn(camera)
-      times.append(time.perf_counter() - start)
-  return float(np.median(times)), float(np.min(times))
+      wall.append(time.perf_counter() - start_wall)
+      cpu.append(time.process_time() - start_cpu)
+  return float(np.median(wall)), float(np.min(wall)), float(np.median(cpu))
 
 
 def main(argv=None):
@@ -102,8 +107,9 @@ def main(argv=None):
       "silhouette (hand alone)": lambda c: silhouette(scene[:1], K, c, size, size),
   }
   for name, fn in runs.items():
-    median, best = time_per_call(fn, cameras, args.repeats)
-    print(f"{name:46s} median {1e3 * median:6.2f} ms   min {1e3 * best:6.2f} ms")
+    median, best, cpu = time_per_call(fn, cameras, args.repeats)
+    print(f"{name:46s} wall median {1e3 * median:6.2f} ms, min {1e3 * best:6.2f} ms; "
+          f"cpu median {1e3 * cpu:6.2f} ms")
 
 
 if __name__ == "__main__":
