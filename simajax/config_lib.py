@@ -1,0 +1,152 @@
+"""The base training config shared by every ``configs/<stage>_<dataset>.py`` file.
+
+Config files stay short: they call ``base_config(stage, dataset)`` and change what differs. The
+base lives in the package (not in ``configs/``) so configs work from any working directory.
+
+Precedence of the initial weights, in ``simajax.train``:
+  1. resume: the latest checkpoint in ``<workdir>/checkpoints`` (always, when one exists);
+  2. ``init_from``: weights (params + batch_stats) of another run's checkpoint, fresh optimizer;
+  3. scratch: random initialisation from ``seed``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from simajax.models.config import svr_config
+
+STAGES = ("mvr", "svr")
+
+# TFDS dataset names per config dataset key.
+DATASETS = {
+    "synthetic": "synthetic_hands/small",
+    "dexycb": "dexycb/s0",
+    "hanco": "hanco/default",
+}
+
+
+def base_config(stage: str, dataset: str = "synthetic",
+                variant: str = "official") -> ml_collections.ConfigDict:
+  """The defaults for one stage on one dataset.
+
+  Args:
+    stage: 'mvr' (stage 1: the multi-view teacher) or 'svr' (stage 2: the single-view model,
+      with SiMA distillation from a trained MVR unless ``distill.enabled`` is False).
+    dataset: a key of ``DATASETS``.
+    variant: model size, 'official' | 'small' | 'tiny' (see ``simajax.models.config``).
+  """
+  if stage not in STAGES:
+    raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+  if dataset not in DATASETS:
+    raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
+  c = ml_collections.ConfigDict()
+  c.stage = stage
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = DATASETS[dataset]
+  c.data.data_dir = "data/tfds"  # relative to the working directory; gitignored
+  c.data.manual_dir = ml_collections.config_dict.placeholder(str)  # Dex-YCB / HanCo downloads
+  c.data.train_split = "train"
+  c.data.eval_split = "validation"
+  c.data.test_split = "test"
+  c.data.image_size = 128
+  c.data.num_workers = 0  # grain worker processes; 0 decodes in threads of the trainer process
+  c.data.num_threads = 2
+  c.data.prefetch = 2
+  # The synthetic data is built on first use when missing (Dex-YCB / HanCo must be built by hand).
+  c.data.build_if_missing = dataset == "synthetic"
+
+  # Hand model: None = the built-in SynthHand; a path to MANO_RIGHT.pkl (or its .npz) = MANO.
+  # The mesh topology the decoder runs on comes from this hand's template mesh, unless
+  # `topology` names a topology .npz (e.g. the official assets, required for official weights).
+  c.hand_model = ml_collections.config_dict.placeholder(str)
+  c.topology = ml_collections.config_dict.placeholder(str)
+
+  c.model = svr_config(variant)
+  c.model.use_ofe = True  # SiMA's orientation-feature enhancement (False: the no-OFE ablation)
+
+  # Global batch in images (views); multi-view stages read batch_size / 8 hands of 8 views each.
+  # Paper: MVR 64 images (8 hands x 8 views), SVR 32 images (ARCHITECTURE.md §7.2 choices).
+  # The learning rate scales with it (optim.base_batch_size), so results do not depend on the
+  # number of devices.
+  c.batch_size = 64 if stage == "mvr" else 32
+  # 'multi_view' feeds whole 8-view frames (the MVR, and the SVR under SiMA, whose teacher needs
+  # every view of the same augmented batch); 'single_view' samples views independently (the
+  # plain SVR baseline may use either).
+  c.data.mode = "multi_view"
+  c.total_epochs = 38.0
+  c.total_steps = ml_collections.config_dict.placeholder(int)
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.base_lr = 1e-3
+  c.optim.base_batch_size = 32  # images per step at base_lr (official: 1e-3 at batch 32)
+  c.optim.decay_epochs = [30]
+  c.optim.decay_factor = 0.1
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-8
+  c.optim.grad_clip_norm = 0.1
+  c.optim.warmup_steps = ml_collections.config_dict.placeholder(int)
+  c.optim.warmup_epochs = ml_collections.config_dict.placeholder(float)
+
+  # Loss weights (simajax.losses.LossWeights): official defaults, normal x0.1, others 1.
+  c.loss = ml_collections.ConfigDict()
+  c.loss.mesh_canonical = 1.0
+  c.loss.joints_canonical = 1.0
+  c.loss.mesh_rotated = 1.0
+  c.loss.joints_rotated = 1.0
+  c.loss.joints_2d = 1.0
+  c.loss.normal = 0.1
+  c.loss.edge = 1.0
+  c.loss.rotation = 1.0
+  c.loss.rotation_form = "mse"  # official; 'frobenius' is the paper's ||R R^T - I|| (eq. 10)
+  c.loss.feature_norm = "mse"   # L_SE / L_OE distance ('mse' | 'l2' | 'l1'), §6.1 choice
+
+  # SiMA distillation (SVR stage only). beta/gamma are not published: 1/1 (§6.1 choice).
+  c.distill = ml_collections.ConfigDict()
+  c.distill.enabled = stage == "svr"  # needs data.mode = 'multi_view'
+  c.distill.teacher_checkpoint = ml_collections.config_dict.placeholder(str)  # an MVR workdir
+  c.distill.teacher_config = ml_collections.config_dict.placeholder(str)  # its config.json
+  c.distill.se_weight = 1.0  # beta, vertex-level shape features f_v
+  c.distill.oe_weight = 1.0  # gamma, enhanced orientation features f̂_o
+
+  c.init_from = ml_collections.config_dict.placeholder(str)  # weights-only start (see docstring)
+
+  c.log_every_steps = 50
+  c.eval_every_steps = 1000
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 1000
+  c.checkpoint.max_to_keep = 3
+  c.checkpoint.keep_best = 1
+  c.checkpoint.best_metric = "pa_vpe"
+  c.checkpoint.best_mode = "min"
+  c.checkpoint.async_save = True
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.model = 1  # model-axis size; >1 splits the large attention/MLP kernels
+
+  # Multi-host: `jax.distributed.initialize` with these (None = auto-detect on TPU/SLURM).
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.initialize = False
+  c.distributed.coordinator_address = ml_collections.config_dict.placeholder(str)
+  c.distributed.num_processes = ml_collections.config_dict.placeholder(int)
+  c.distributed.process_id = ml_collections.config_dict.placeholder(int)
+  c.distributed.local_device_ids = ml_collections.config_dict.placeholder(str)
+  return c
+
+
+def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a config for a smoke run on a laptop: tiny model and data, a few steps."""
+  tiny = svr_config("tiny")
+  tiny.use_ofe = c.model.use_ofe
+  c.model = tiny
+  if c.data.name.startswith("synthetic_hands/"):
+    c.data.name = "synthetic_hands/tiny"
+  c.batch_size = 16
+  c.total_epochs = None
+  c.total_steps = 6
+  c.log_every_steps = 2
+  c.eval_every_steps = 6
+  c.checkpoint.every_steps = 3
+  return c

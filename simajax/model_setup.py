@@ -1,0 +1,40 @@
+"""From a training config to a network: the hand model, its mesh topology, and the module.
+
+Shared by the trainer, checkpoint-based evaluation and prediction, so they build the very same
+network from the same config.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+import numpy as np
+
+from simajax.mesh import MeshTopology
+
+
+def load_topology(config: ml_collections.ConfigDict) -> MeshTopology:
+  """The mesh hierarchy the decoder runs on.
+
+  ``config.topology`` (a topology ``.npz``, e.g. the official assets for official weights) wins;
+  otherwise the hierarchy is built (and cached on disk) from the template mesh of
+  ``config.hand_model`` (None: the built-in SynthHand), with its 21-joint regressor.
+  """
+  if config.get("topology"):
+    return MeshTopology.load(config.topology)
+  from simajax import hand  # pylint: disable=import-outside-toplevel
+  from simajax.mesh.hierarchy import cached_topology  # pylint: disable=import-outside-toplevel
+  model = hand.load_hand_model(config.get("hand_model"))
+  return cached_topology(np.asarray(model.v_template), np.asarray(model.faces),
+                         joint_regressor=hand.joint_regressor_21(model))
+
+
+def build_model(config: ml_collections.ConfigDict, topology: MeshTopology, stage: str | None = None):
+  """The network of ``stage`` (default ``config.stage``): SVR-Hand or MVR-Hand."""
+  stage = stage or config.stage
+  if stage == "svr":
+    from simajax.models.svr import build_svr  # pylint: disable=import-outside-toplevel
+    return build_svr(config.model, topology)
+  if stage == "mvr":
+    from simajax.models.mvr import build_mvr  # pylint: disable=import-outside-toplevel
+    return build_mvr(config.model, topology)
+  raise ValueError(f"config.stage must be 'mvr' or 'svr', got {stage!r}")

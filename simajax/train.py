@@ -1,0 +1,299 @@
+r"""Trains either stage of SiMA-Hand.
+
+  python -m simajax.train --config=configs/mvr_synthetic.py --workdir=runs/mvr
+  python -m simajax.train --config=configs/svr_synthetic.py --workdir=runs/svr \
+      --config.distill.teacher_checkpoint=runs/mvr
+
+Stage 1 (``stage='mvr'``) trains the multi-view teacher; stage 2 (``stage='svr'``) trains the
+single-view model, with SiMA distillation from the frozen teacher unless ``distill.enabled`` is
+False (the plain SVR baseline). Append ``:runlocal`` to the config path for a smoke run.
+
+The trainer reads top to bottom: distributed setup and logging -> data -> model and topology ->
+optimizer and sharded state -> teacher -> restore (resume > init_from > scratch) -> steps -> loop.
+Everything a run writes lives in ``--workdir``: ``config.json`` (the resolved config),
+``topology.npz``, ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/`` and ``eval_*.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any, Optional
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
+from simajax import input_pipeline, losses, metrics, model_setup
+from simajax.training import checkpointing, logs, optim, sharding, steps
+
+FLAGS = flags.FLAGS
+CHECKPOINT_DIR = "checkpoints"
+CONFIG_FILE = "config.json"
+TOPOLOGY_FILE = "topology.npz"
+
+log = logging.getLogger("simajax.train")
+
+
+def input_config(config: ml_collections.ConfigDict, split: str, mode: str, augment: bool,
+                 batch_images: int) -> input_pipeline.InputConfig:
+  """The pipeline config of one split; ``batch_images`` counts views (images)."""
+  multi = mode == "multi_view"
+  num_views = 8
+  if multi and batch_images % num_views:
+    raise ValueError(f"batch of {batch_images} images is not a whole number of {num_views}-view "
+                     "frames (multi-view batches hold batch_size / 8 frames)")
+  return input_pipeline.InputConfig(
+      dataset=config.data.name, data_dir=os.path.expanduser(config.data.data_dir), split=split,
+      mode=mode, batch_size=batch_images // num_views if multi else batch_images,
+      image_size=config.data.image_size, seed=config.seed, augment=augment,
+      num_workers=config.data.num_workers, num_threads=config.data.num_threads,
+      prefetch=config.data.prefetch)
+
+
+def loss_weights(config: ml_collections.ConfigDict, distill: bool) -> losses.LossWeights:
+  """Loss weights from ``config.loss`` plus SiMA's beta/gamma when distilling."""
+  weights = config.loss.to_dict()
+  weights["se"] = config.distill.se_weight if distill else 0.0
+  weights["oe"] = config.distill.oe_weight if distill else 0.0
+  return losses.LossWeights.from_config(weights)
+
+
+def load_teacher(config: ml_collections.ConfigDict, topology, mesh):
+  """The frozen MVR teacher: module and params-only variables from its run's best checkpoint.
+
+  Loaded on every start (resume included) and never written into the student's checkpoints.
+  """
+  teacher_dir = config.distill.teacher_checkpoint
+  if not teacher_dir:
+    raise ValueError("distill.enabled is True but distill.teacher_checkpoint is not set: pass "
+                     "--config.distill.teacher_checkpoint=<MVR workdir> (or disable distillation "
+                     "with --config.distill.enabled=False for the plain SVR baseline)")
+  teacher_config_path = config.distill.teacher_config or os.path.join(teacher_dir, CONFIG_FILE)
+  if not os.path.exists(teacher_config_path):
+    raise FileNotFoundError(f"teacher config {teacher_config_path} not found (an MVR workdir "
+                            f"has a {CONFIG_FILE}; or set distill.teacher_config)")
+  with open(teacher_config_path, encoding="utf-8") as f:
+    teacher_config = ml_collections.ConfigDict(json.load(f))
+  if teacher_config.stage != "mvr":
+    raise ValueError(f"{teacher_config_path}: the teacher must be an MVR run, got stage "
+                     f"{teacher_config.stage!r}")
+  teacher = model_setup.build_model(teacher_config, topology, stage="mvr")
+  ckpt = checkpoint_dir_of(teacher_dir)
+  variables = checkpointing.restore_params_only(
+      ckpt, best_metric=teacher_config.checkpoint.best_metric,
+      best_mode=teacher_config.checkpoint.best_mode)
+  variables = jax.device_put(variables, sharding.state_shardings(mesh, variables))
+  return teacher, variables
+
+
+def checkpoint_dir_of(path: str) -> str:
+  """``path/checkpoints`` for a workdir, ``path`` itself for a checkpoints directory."""
+  nested = os.path.join(path, CHECKPOINT_DIR)
+  return nested if os.path.isdir(nested) else path
+
+
+def write_run_files(workdir: str, config: ml_collections.ConfigDict, topology) -> None:
+  """The resolved config and the topology, so evaluation and prediction rebuild the network."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
+    f.write(config.to_json(indent=2) + "\n")
+  topology.save(os.path.join(workdir, TOPOLOGY_FILE))
+
+
+def evaluate_split(eval_step, variables, iterable, mesh,
+                   occlusion_threshold: float = metrics.OCCLUSION_THRESHOLD) -> dict:
+  """Scores a whole split (padded batches, masked) and returns ``MetricAccumulator.result()``."""
+  accumulator = metrics.MetricAccumulator(occlusion_threshold)
+  for batch in iterable:
+    per_example = eval_step(variables, sharding.global_batch(batch, mesh))
+    per_example = jax.tree.map(_to_host, per_example)
+    accumulator.update(per_example, mask=per_example.pop("mask") > 0,
+                       visibility=per_example.pop("vis_ratio"))
+  return accumulator.result()
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks, so the current step finishes and is saved."""
+
+  def __init__(self):
+    self.requested = False
+    if hasattr(signal, "SIGTERM"):
+      try:
+        signal.signal(signal.SIGTERM, self._handle)
+      except ValueError:  # not the main thread (e.g. some test runners): no handler
+        pass
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    self.requested = True
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs (or resumes) a training run in ``workdir``; returns the final validation metrics."""
+  # ---------------------------------------------------------------- distributed setup, logging
+  if config.distributed.initialize:
+    kwargs = {k: v for k, v in config.distributed.items() if k != "initialize" and v is not None}
+    if "local_device_ids" in kwargs:
+      kwargs["local_device_ids"] = [int(i) for i in str(kwargs["local_device_ids"]).split(",")]
+    jax.distributed.initialize(**kwargs)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  stage = config.stage
+  distill = stage == "svr" and config.distill.enabled
+  multi_view = config.data.mode == "multi_view"
+  writer = logs.MetricWriter(workdir)
+
+  # ---------------------------------------------------------------- data
+  if config.data.build_if_missing and jax.process_index() == 0:
+    from data_pipelines import build  # pylint: disable=import-outside-toplevel
+    build.ensure_built(config.data.name, os.path.expanduser(config.data.data_dir),
+                       mano_path=config.get("hand_model"))
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices("data ready")
+  train_iter = input_pipeline.train_iterator(
+      input_config(config, config.data.train_split, config.data.mode, True, config.batch_size))
+  eval_mode = "multi_view" if stage == "mvr" else "single_view"
+  eval_batch = config.get("eval_batch_size") or config.batch_size
+  eval_data = input_pipeline.eval_iterable(
+      input_config(config, config.data.eval_split, eval_mode, False, eval_batch))
+  views_per_example = 8 if multi_view else 1
+  steps_per_epoch = max(1, train_iter.num_examples * views_per_example // config.batch_size)
+  total_steps = optim.steps_from_config(config, "total", steps_per_epoch)
+
+  # ---------------------------------------------------------------- model and topology
+  topology = model_setup.load_topology(config)
+  model = model_setup.build_model(config, topology)
+  faces = jnp.asarray(topology.faces[0], jnp.int32)
+  write_run_files(workdir, config, topology)
+
+  # ---------------------------------------------------------------- optimizer, sharded state
+  tx, schedule = optim.make_optimizer(config, config.batch_size, steps_per_epoch)
+  devices = jax.devices()[:config.mesh.get("num_devices") or None]
+  mesh = sharding.make_mesh(config.mesh.model, devices)
+  size = config.data.image_size
+  dummy_image = jnp.zeros((1, 8, size, size, 3) if stage == "mvr" else (1, size, size, 3))
+  dummy_inputs = (dummy_image, jnp.ones((1, 8), bool)) if stage == "mvr" else (dummy_image,)
+
+  def init_fn(rng):
+    return steps.init_state(model, tx, rng, *dummy_inputs)
+
+  rng = jax.random.key(config.seed)
+  abstract_state = jax.eval_shape(init_fn, rng)
+  state_shardings = sharding.state_shardings(mesh, abstract_state)
+
+  # ---------------------------------------------------------------- teacher (SVR with SiMA)
+  teacher, teacher_variables = (load_teacher(config, topology, mesh) if distill
+                                else (None, None))
+
+  # ---------------------------------------------------------------- restore: resume > init_from > scratch
+  ckpt = checkpointing.Checkpointer(
+      os.path.join(workdir, CHECKPOINT_DIR), max_to_keep=config.checkpoint.max_to_keep,
+      best_metric=config.checkpoint.best_metric, best_mode=config.checkpoint.best_mode,
+      keep_best=config.checkpoint.keep_best, async_save=config.checkpoint.async_save)
+  if ckpt.latest_step() is not None:
+    state, data_position = ckpt.restore(
+        None, checkpointing.abstract_with_shardings(abstract_state, state_shardings))
+    train_iter.set_state(data_position)
+    log.info("resumed from %s at step %d", ckpt.directory, int(state["step"]))
+  else:
+    state = jax.jit(init_fn, out_shardings=state_shardings)(rng)
+    if config.init_from:
+      weights = checkpointing.restore_params_only(checkpoint_dir_of(config.init_from))
+      state["params"] = jax.device_put(weights["params"], state_shardings["params"])
+      state["batch_stats"] = jax.device_put(weights["batch_stats"], state_shardings["batch_stats"])
+      log.info("initialised weights from %s", config.init_from)
+
+  # ---------------------------------------------------------------- steps
+  batch_sharding = sharding.batch_sharding(mesh)
+  replicated = sharding.replicated(mesh)
+  train_step = jax.jit(
+      steps.make_train_step(stage=stage, model=model, tx=tx, faces=faces,
+                            loss_weights=loss_weights(config, distill), multi_view=multi_view,
+                            schedule=schedule, teacher=teacher),
+      in_shardings=(state_shardings, batch_sharding,
+                    None if teacher_variables is None
+                    else sharding.state_shardings(mesh, teacher_variables)),
+      out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+  eval_step = jax.jit(steps.make_eval_step(stage=stage, model=model,
+                                           multi_view=eval_mode == "multi_view"),
+                      out_shardings=replicated)
+
+  def run_eval(step: int) -> dict:
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    result = evaluate_split(eval_step, variables, eval_data, mesh)
+    scalars = {f"val/{k}": v for k, v in result["metrics"]["overall"].items()
+               if v is not None and k != "count"}
+    writer.write(step, scalars)
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, f"eval_step{step}.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+  # ---------------------------------------------------------------- loop
+  preemption = _Preemption()
+  first_step = int(state["step"])
+  progress = logs.Progress(first_step, total_steps)
+  result: dict[str, Any] = {}
+  log.info("training %s for %d steps (%d per epoch), global batch %d images on %d devices",
+           stage, total_steps, steps_per_epoch, config.batch_size, mesh.size)
+  for step in range(first_step + 1, total_steps + 1):
+    batch = sharding.global_batch(next(train_iter), mesh)
+    state, step_metrics = train_step(state, batch, teacher_variables)
+    loss, grad_norm = float(step_metrics["loss"]), float(step_metrics["l2_grads"])
+    if not (np.isfinite(loss) and np.isfinite(grad_norm)):
+      raise FloatingPointError(f"non-finite training loss ({loss}) or gradient norm "
+                               f"({grad_norm}) at step {step}")
+    if step == first_step + 1:
+      progress.start(step)
+    if step % config.log_every_steps == 0 or step == total_steps:
+      host_metrics = jax.tree.map(float, step_metrics)
+      writer.write(step, {f"train/{k}": v for k, v in host_metrics.items()})
+      if jax.process_index() == 0:
+        print(progress.line(step, {"loss": loss}), flush=True)
+    eval_now = step % config.eval_every_steps == 0 or step == total_steps
+    metrics_for_ckpt = None
+    if eval_now:
+      result = run_eval(step)
+      overall = result["metrics"]["overall"]
+      metrics_for_ckpt = {k: v for k, v in overall.items() if v is not None and k != "count"}
+      if jax.process_index() == 0:
+        print(f"eval step {step}: " + ", ".join(
+            f"{k} {overall[k]:.4g}" for k in ("jpe", "vpe", "pa_jpe", "pa_vpe")
+            if overall.get(k) is not None), flush=True)
+    if (eval_now or step % config.checkpoint.every_steps == 0 or preemption.requested):
+      ckpt.save(step, state, train_iter.get_state(), metrics=metrics_for_ckpt)
+    if preemption.requested:
+      log.warning("SIGTERM received: saved step %d, exiting", step)
+      break
+  ckpt.close()
+  writer.close()
+  return result
+
+
+def main(argv):
+  del argv
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+  train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

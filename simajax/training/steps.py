@@ -1,0 +1,184 @@
+"""The jitted steps of both stages: MVR training, SVR training with SiMA distillation, evaluation.
+
+A training state is a plain dict ``{step, params, batch_stats, opt_state, rng}``. The frozen MVR
+teacher is never part of it: its variables are a separate pytree argument of the SVR step (closed
+over by nothing), run in eval mode on the *same* augmented multi-view batch as the student, under
+``stop_gradient``, and never checkpointed with the student.
+
+Batches come from ``simajax.input_pipeline``: single-view batches have a leading batch axis;
+multi-view batches have [B, V] leading axes plus ``view_valid`` [B, V]. Every view is one SVR
+example; the MVR sees the whole frame and predicts every view.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from simajax import losses, metrics
+
+State = dict[str, Any]
+
+# The student features SiMA distils into (SVR intermediates), and the teacher's fused features
+# (MVR intermediates): f_v^M is one [49, C] feature per hand, f_o^M one [16, C] token map per view.
+STUDENT_SE_KEY = "lifted_vertex_feature_f_v"
+STUDENT_OE_KEY = "orientation_feature_enhanced_f_o_hat"
+TEACHER_SE_KEY = "fused_vertex_feature"
+TEACHER_OE_KEY = "fused_orientation_tokens"
+
+# Ground truth of the losses, by the model's output key (see simajax.data.sample for the batch).
+_GT_KEYS = {
+    "verts3d_wo_gr": "verts_canonical",
+    "joints3d_wo_gr": "joints_canonical",
+    "verts3d_w_gr": "verts_cam",
+    "joints3d_w_gr": "joints_cam",
+    "joints_img": "joints_img",
+    "glob_rot_mat": "glob_rot_mat",
+}
+# Terms that need a mesh label; datasets without one (no MANO given) train on 2D joints only.
+_MESH_TERMS = ("mesh_canonical", "joints_canonical", "mesh_rotated", "joints_rotated", "normal",
+               "edge", "rotation")
+
+
+def flatten_views(tree: Any) -> Any:
+  """[B, V, ...] -> [B * V, ...] on every leaf."""
+  return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+
+
+def example_weights(batch: dict[str, jax.Array], multi_view: bool) -> jax.Array:
+  """Per-example (per-view) weights: padding mask x view validity, flattened to [N]."""
+  mask = batch["mask"].astype(jnp.float32)
+  if multi_view:
+    mask = (mask[:, None] * batch["view_valid"].astype(jnp.float32)).reshape(-1)
+  return mask
+
+
+def per_view(batch: dict[str, jax.Array], multi_view: bool) -> dict[str, jax.Array]:
+  """The batch's per-view fields, flattened to one row per view in multi-view mode."""
+  views = {k: v for k, v in batch.items() if k not in ("mask", "view_valid")}
+  return flatten_views(views) if multi_view else views
+
+
+def ground_truth(views: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Loss targets keyed like the model outputs."""
+  return {out_key: views[batch_key] for out_key, batch_key in _GT_KEYS.items()}
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+               *model_inputs) -> State:
+  """Initial variables and optimizer state (traceable: jit it with ``out_shardings``)."""
+  init_rng, state_rng = jax.random.split(rng)
+  variables = model.init({"params": init_rng, "dropout": init_rng}, *model_inputs, train=False)
+  params = variables["params"]
+  return {"step": jnp.zeros((), jnp.int32), "params": params,
+          "batch_stats": variables.get("batch_stats", {}), "opt_state": tx.init(params),
+          "rng": state_rng}
+
+
+def _model_inputs(stage: str, batch: dict[str, jax.Array], multi_view: bool):
+  if stage == "mvr":
+    return (batch["image"], batch["view_valid"])
+  return (batch["image"].reshape((-1,) + batch["image"].shape[2:]) if multi_view
+          else batch["image"],)
+
+
+def teacher_features(teacher: nn.Module, teacher_variables: Any,
+                     batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """The frozen MVR's f_v^M and f_o^M for every view of a multi-view batch, keyed like the
+  student's features: f_v^M [B, 49, C] is repeated for each of the hand's V views."""
+  _, mid = teacher.apply(teacher_variables, batch["image"], batch["view_valid"], train=False)
+  num_views = batch["view_valid"].shape[1]
+  f_v = jnp.repeat(mid[TEACHER_SE_KEY][:, None], num_views, axis=1)
+  features = {STUDENT_SE_KEY: f_v, STUDENT_OE_KEY: mid[TEACHER_OE_KEY]}
+  return jax.lax.stop_gradient(flatten_views(features))
+
+
+def make_train_step(*, stage: str, model: nn.Module, tx: optax.GradientTransformation,
+                    faces: jax.Array, loss_weights: losses.LossWeights, multi_view: bool,
+                    schedule: Optional[optax.Schedule] = None,
+                    teacher: Optional[nn.Module] = None) -> Callable:
+  """Builds ``train_step(state, batch, teacher_variables) -> (state, metrics)`` (un-jitted).
+
+  Args:
+    stage: 'mvr' or 'svr'.
+    model: the network being trained.
+    tx: the optimizer.
+    faces: [F, 3] canonical-mesh faces for the normal and edge losses.
+    loss_weights: term weights; ``se``/``oe`` are used only with a teacher.
+    multi_view: whether batches are multi-view (required for the MVR and for distillation).
+    schedule: the learning-rate schedule, logged as 'lr'.
+    teacher: the MVR module for SiMA distillation (SVR stage), or None.
+  """
+  if stage not in ("mvr", "svr"):
+    raise ValueError(f"stage must be 'mvr' or 'svr', got {stage!r}")
+  if (stage == "mvr" or teacher is not None) and not multi_view:
+    raise ValueError(f"stage {stage!r}{' with distillation' if teacher else ''} needs "
+                     "multi-view batches (config.data.mode = 'multi_view')")
+
+  def loss_fn(params, batch_stats, batch, rng, targets):
+    variables = {"params": params, "batch_stats": batch_stats}
+    (outputs, mid), updates = model.apply(
+        variables, *_model_inputs(stage, batch, multi_view), train=True,
+        mutable=["batch_stats"], rngs={"dropout": rng})
+    views = per_view(batch, multi_view)
+    if stage == "mvr":
+      outputs = flatten_views(outputs)
+    weights = example_weights(batch, multi_view)
+    mesh_weights = weights * views["has_mesh"].astype(jnp.float32)
+    total, terms = losses.reconstruction_loss(
+        outputs, ground_truth(views), faces, loss_weights, mask=weights,
+        term_masks={t: mesh_weights for t in _MESH_TERMS})
+    if targets is not None:
+      distill_total, distill_terms = losses.distillation_loss(
+          mid, targets, loss_weights, mask=weights, se_key=STUDENT_SE_KEY,
+          oe_key=STUDENT_OE_KEY)
+      total = total + distill_total
+      terms.update(distill_terms)
+    return total, (updates["batch_stats"], terms)
+
+  def train_step(state: State, batch: dict[str, jax.Array], teacher_variables: Any = None):
+    rng = jax.random.fold_in(state["rng"], state["step"])
+    targets = None
+    if teacher is not None:
+      targets = teacher_features(teacher, teacher_variables, batch)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, (batch_stats, terms)), grads = grad_fn(state["params"], state["batch_stats"], batch,
+                                                  rng, targets)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    new_state = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats,
+                 "opt_state": opt_state, "rng": state["rng"]}
+    step_metrics = {"loss": loss, **{f"loss_{k}": v for k, v in terms.items()},
+                    "l2_grads": optax.global_norm(grads), "l2_params": optax.global_norm(params),
+                    "l2_updates": optax.global_norm(updates)}
+    if schedule is not None:
+      step_metrics["lr"] = schedule(state["step"])
+    return new_state, step_metrics
+
+  return train_step
+
+
+def make_eval_step(*, stage: str, model: nn.Module, multi_view: bool) -> Callable:
+  """Builds ``eval_step(variables, batch) -> per-example metrics`` (un-jitted).
+
+  The prediction is the rotated mesh and joints, scored root-relative against the camera-frame
+  ground truth of the (un-augmented) view. Returns the per-example metric arrays of
+  ``simajax.metrics.per_example_metrics`` plus 'mask' and 'vis_ratio', one row per view.
+  """
+
+  def eval_step(variables, batch):
+    outputs, _ = model.apply(variables, *_model_inputs(stage, batch, multi_view), train=False)
+    if stage == "mvr":
+      outputs = flatten_views(outputs)
+    views = per_view(batch, multi_view)
+    result = metrics.per_example_metrics(outputs["joints3d_w_gr"], outputs["verts3d_w_gr"],
+                                         views["joints_in_camera"], views["verts_in_camera"])
+    result["mask"] = example_weights(batch, multi_view) * views["has_mesh"].astype(jnp.float32)
+    result["vis_ratio"] = views["vis_ratio"]
+    return result
+
+  return eval_step
