@@ -42,8 +42,10 @@ import numpy as np
 # Bucket edge lengths (pixels) of the bounding-box grids: about 25 % padding at worst above 8 px.
 _BUCKET_SIZES = np.array([1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80,
                           96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512])
-# Upper bound on candidate pixels evaluated in one broadcast (keeps temporaries ~ 10s of MB).
-_MAX_CANDIDATES_PER_CHUNK = 1 << 19
+# Upper bound on candidate pixels evaluated in one broadcast (keeps temporaries in cache).
+_MAX_CANDIDATES_PER_CHUNK = 1 << 16
+# Pixels interpolated at once: small enough for the temporaries to stay in cache.
+_MAX_PIXELS_PER_CHUNK = 1 << 14
 # Sub-pixel grid that projected vertices are snapped to (see the module docstring).
 _SUBPIXEL = 256.0
 # E > 0 <=> E >= the smallest positive double, so "strict" and "inclusive" edges share one compare.
@@ -120,14 +122,18 @@ def rasterize(vertices_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, height
   keys |= row
   zbuffer = np.full(num_pixels, -1, dtype=np.int64)
   np.maximum.at(zbuffer, pixels, keys)
-  covered = np.flatnonzero(zbuffer >= 0)
+  rows, cols = np.nonzero(zbuffer.reshape(height, width) >= 0)
+  covered = rows * width + cols
   winner = zbuffer[covered] & 0xFFFFFFFF
 
   face_id = np.full(num_pixels, -1, dtype=np.int64)
   face_id[covered] = setup.face[winner]
   depth = np.full(num_pixels, np.inf)
   bary = np.zeros((num_pixels, 3))
-  depth[covered], bary[covered] = _interpolate(setup, winner, covered, width)
+  for start in range(0, covered.size, _MAX_PIXELS_PER_CHUNK):
+    part = slice(start, start + _MAX_PIXELS_PER_CHUNK)
+    depth[covered[part]], bary[covered[part]] = _interpolate(setup, winner[part], cols[part],
+                                                             rows[part])
   return Fragments(depth=depth.reshape(height, width), face_id=face_id.reshape(height, width),
                    bary=bary.reshape(height, width, 3))
 
@@ -262,7 +268,7 @@ def _candidate_fragments(setup: _FaceSetup, width: int):
         np.multiply(seg_a[lo:hi, i, None], xs, out=edge)
         edge += row_edge[lo:hi, i, None]
         inside &= edge >= seg_threshold[lo:hi, i, None]
-      seg, dx = np.divmod(np.flatnonzero(inside), grid)
+      seg, dx = np.nonzero(inside)
       seg += lo
       hit_segments.append(seg)
       hit_x.append(seg_x0[seg] + dx)
@@ -282,9 +288,8 @@ def _round_up_to_bucket(extent):
   return np.where(extent <= sizes[-1], rounded, extent)
 
 
-def _interpolate(setup: _FaceSetup, sel, pixels, width):
-  """Depth and perspective-correct barycentrics of the winning faces (setup rows) at ``pixels``."""
-  py, px = np.divmod(pixels, width)
+def _interpolate(setup: _FaceSetup, sel, px, py):
+  """Depth and perspective-correct barycentrics of the winning faces (setup rows) at (px, py)."""
   coeffs = setup.weighted_edges[sel]
   weights = coeffs[:, 0:3] * px[:, None].astype(np.float64)  # l_i / z_i
   weights += coeffs[:, 3:6] * py[:, None].astype(np.float64)
