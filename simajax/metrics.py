@@ -132,13 +132,16 @@ def _exact_sq_nn_both(a, b):
 
 def _refine(approx_min, ambiguous, points, others, slots):
   """Recomputes exactly the nearest-neighbour distance of up to ``slots`` ambiguous points."""
+  if slots == 0:  # nothing to refine: any ambiguous point sends the step to the exact fallback
+    return approx_min
   _, idx = jax.lax.top_k(ambiguous.astype(jnp.float32), slots)  # ambiguous points first
   picked = jnp.take_along_axis(points, idx[..., None], axis=-2)
   exact = _exact_sq_nn(picked, others)
   needed = jnp.take_along_axis(ambiguous, idx, axis=-1)
-  current = jnp.take_along_axis(approx_min, idx, axis=-1)
-  rows = jnp.arange(approx_min.shape[0])[:, None]
-  return approx_min.at[rows, idx].set(jnp.where(needed, exact, current))
+  # Written back by comparison rather than a scatter, which sharded batches handle poorly.
+  hit = (jnp.arange(approx_min.shape[-1])[:, None] == idx[..., None, :]) & needed[..., None, :]
+  replacement = jnp.max(jnp.where(hit, exact[..., None, :], -jnp.inf), axis=-1)
+  return jnp.where(jnp.any(hit, axis=-1), replacement, approx_min)
 
 
 def _fscore_chunk(pred, gt, thresholds, slots):
@@ -179,14 +182,20 @@ def fscore(pred_verts, gt_verts, thresholds=FSCORE_THRESHOLDS_M, chunk_size: int
            refine_slots: int = 32):
   """Per-example F-scores from vertex-to-vertex nearest-neighbour distances (FreiHAND).
 
+  The batch is processed by a sequential map, ``chunk_size`` examples per step, which bounds
+  memory to chunk_size * N * M floats and keeps each distance matrix in cache. A step takes
+  examples ``chunk_size`` apart in the batch ([B] -> [chunk, B / chunk], mapped over the second
+  axis), so when the batch axis is sharded over devices and ``chunk_size`` is a multiple of their
+  number, each step works on every device and the mapped axis is never the sharded one.
+
   Args:
     pred_verts: [B, N, 3] predicted vertices (metres).
     gt_verts: [B, M, 3] ground-truth vertices (metres).
     thresholds: distance thresholds in metres.
-    chunk_size: examples per step of the sequential map over the batch; bounds memory to
-      chunk_size * N * M floats and keeps the distance matrix in cache.
+    chunk_size: examples per step (2 is fastest on a CPU; use a multiple of the number of
+      devices the batch is split over).
     refine_slots: per example and side, how many near-threshold points are recomputed exactly
-      before the whole chunk falls back to the exact (slower) computation.
+      before the whole step falls back to the exact (slower) computation.
 
   Returns:
     [B, len(thresholds)] F-scores in [0, 1].
@@ -196,11 +205,14 @@ def fscore(pred_verts, gt_verts, thresholds=FSCORE_THRESHOLDS_M, chunk_size: int
   if pad:
     pred_verts = jnp.concatenate([pred_verts, jnp.repeat(pred_verts[-1:], pad, axis=0)])
     gt_verts = jnp.concatenate([gt_verts, jnp.repeat(gt_verts[-1:], pad, axis=0)])
-  chunks = (pred_verts.reshape((-1, chunk_size) + pred_verts.shape[1:]),
-            gt_verts.reshape((-1, chunk_size) + gt_verts.shape[1:]))
+  steps = (batch + pad) // chunk_size
+
+  def strided(x):  # row i * steps + s -> [s, i]
+    return jnp.swapaxes(x.reshape((chunk_size, steps) + x.shape[1:]), 0, 1)
+
   scores = jax.lax.map(lambda pg: _fscore_chunk(pg[0], pg[1], tuple(thresholds), refine_slots),
-                       chunks)
-  return scores.reshape((-1, len(thresholds)))[:batch]
+                       (strided(pred_verts), strided(gt_verts)))  # [steps, chunk, T]
+  return jnp.swapaxes(scores, 0, 1).reshape((-1, len(thresholds)))[:batch]
 
 
 def per_example_metrics(pred_joints, pred_verts, gt_joints, gt_verts, *,
@@ -212,7 +224,8 @@ def per_example_metrics(pred_joints, pred_verts, gt_joints, gt_verts, *,
     pred_verts: [B, V, 3] predicted vertices, metres.
     gt_joints: [B, 21, 3] ground-truth joints, metres.
     gt_verts: [B, V, 3] ground-truth vertices, metres.
-    fscore_chunk_size: see `fscore`.
+    fscore_chunk_size: examples per step of the F-score's sequential map (see `fscore`); for a
+      batch sharded over devices, a multiple of their number.
 
   Returns:
     A dict of arrays: 'jpe', 'vpe', 'pa_jpe', 'pa_vpe' [B] in mm (mean over points of the
@@ -373,7 +386,7 @@ class MetricAccumulator:
     Returns:
       A JSON-ready dict: 'metrics' {group: {'count': n, metric: value}} for the groups 'overall',
       'occluded', 'non_occluded' (values None for an empty group; errors in mm, AUC and F-scores
-      as fractions in [0, 1]); 'unknown_visibility' (examples only in 'overall');
+      as fractions in [0, 1]); 'units' (that note); 'unknown_visibility' (examples only in 'overall');
       'occlusion_threshold'; 'pck_curves' {'thresholds_mm': [T], group: {curve: [T] or None}}.
     """
     metrics = {}
@@ -393,6 +406,7 @@ class MetricAccumulator:
     curves.update(self.pck_curves())
     return {
         "metrics": metrics,
+        "units": {"jpe, vpe, pa_jpe, pa_vpe": "mm", "auc, f-scores": "fraction in [0, 1]"},
         "unknown_visibility": int(self._unknown),
         "occlusion_threshold": self.occlusion_threshold,
         "pck_curves": curves,

@@ -188,6 +188,20 @@ def test_refinement_replaces_ambiguous_distances_exactly():
     np.testing.assert_array_equal(refined[b][~ambiguous[b]], -1.0)  # untouched
 
 
+def test_sharded_batch_gives_the_same_metrics():
+  # The batch split over the 8 fake CPU devices (tests/conftest.py), as in a data-parallel eval
+  # step; a chunk of 8 keeps every device busy in each step of the F-score's sequential map.
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]), ("data",))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  arrays = random_hands(BATCH, seed=12)
+  sharded = M.per_example_metrics_jit(*(jax.device_put(a, sharding) for a in arrays),
+                                      fscore_chunk_size=8)
+  single = _per_example(*arrays)
+  for key, value in single.items():
+    np.testing.assert_allclose(np.asarray(sharded[key]), value, rtol=1e-6, atol=1e-6,
+                               err_msg=key)
+
+
 def test_fscore_matches_kdtree_per_example():
   pj, pv, gj, gv = random_hands(12, seed=5, noise=0.005)
   out = _per_example(pj, pv, gj, gv)
