@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from simajax.render import primitives, rasterize
+from simajax.render import primitives, rasterize, rasterizer
 from simajax.render.rasterizer import project
 
 H, W = 40, 50
@@ -267,3 +267,19 @@ def test_bad_inputs_are_named():
     rasterize(np.ones((3, 3)), np.array([[0, 1, 2]]), np.eye(4), 4, 4)
   with pytest.raises(ValueError, match="NaN"):
     rasterize(np.full((3, 3), np.nan), np.array([[0, 1, 2]]), K, 4, 4)
+
+
+def test_chunked_evaluation_gives_identical_results(monkeypatch):
+  K = np.array([[150.0, 0, 79.5], [0, 150.0, 59.5], [0, 0, 1]])
+  sphere = primitives.uv_sphere((0.05, 0.0, 1.0), 0.3, num_lat=24, num_lon=48)
+  plane = lift([[-100, -100], [400, -100], [-100, 400]], [1.1, 1.2, 1.3], K)
+  vertices = np.concatenate([sphere[0], plane])
+  faces = np.concatenate([sphere[1], [[len(sphere[0]), len(sphere[0]) + 1, len(sphere[0]) + 2]]])
+  reference = rasterize(vertices, faces, K, 120, 160)
+  monkeypatch.setattr(rasterizer, "_MAX_CANDIDATES_PER_CHUNK", 64)
+  monkeypatch.setattr(rasterizer, "_MAX_PIXELS_PER_CHUNK", 100)
+  chunked = rasterize(vertices, faces, K, 120, 160)
+  assert reference.mask.all()
+  np.testing.assert_array_equal(chunked.face_id, reference.face_id)
+  np.testing.assert_array_equal(chunked.depth, reference.depth)
+  np.testing.assert_array_equal(chunked.bary, reference.bary)
