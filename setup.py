@@ -21,6 +21,8 @@ INSTALL_REQUIRES = [
     "scipy==1.17.1",
     "pillow==13.0.0",
     "importlib_resources==7.1.0",
+    # Dex-YCB's meta.yml / calibration files (already required by flax and ml_collections).
+    "pyyaml==6.0.3",
     # TensorBoard event files without TensorFlow.
     "tensorboardX==2.6.5",
 ]

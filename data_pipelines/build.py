@@ -23,6 +23,8 @@ import numpy as np
 
 BUILDERS = {
     "synthetic_hands": "data_pipelines.synthetic_hands.builder:SyntheticHands",
+    "dexycb": "data_pipelines.dexycb.builder:DexYcb",
+    "hanco": "data_pipelines.hanco.builder:HanCo",
 }
 
 
