@@ -6,12 +6,14 @@ Usage:
 Prints the compile time of the jitted per-batch metrics (lowering + XLA compilation, measured
 separately), then the wall time of `simajax.evaluate.score_predictions` on ``--num`` examples of
 778 vertices (all metrics, both occlusion subsets, PCK histograms), split into the jitted metrics
-alone and the full pipeline with the host-side accumulator.
+alone and the full pipeline with the host-side accumulator. The process CPU time (all threads) and
+the load average are printed too: on a shared machine, wall times grow with the other load.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
@@ -43,7 +45,7 @@ def main():
 
   pj, pv, gj, gv, vis = make_data(args.num)
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {args.num} examples, "
-        f"batch {args.batch_size}")
+        f"batch {args.batch_size}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
   scorer = metrics.per_example_metrics_jit  # what score_predictions calls per batch
   shapes = [jax.ShapeDtypeStruct((args.batch_size,) + a.shape[1:], a.dtype)
@@ -61,12 +63,13 @@ def main():
       jax.block_until_ready(scorer(*(a[s:s + args.batch_size] for a in (pj, pv, gj, gv))))
     full_batches = args.num // args.batch_size
     metrics_only = time.perf_counter() - start
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     results = evaluate.score_predictions(pj, pv, gj, gv, vis, batch_size=args.batch_size)
-    total = time.perf_counter() - start
+    total, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     print(f"run {repeat}: jitted metrics alone on {full_batches * args.batch_size} examples "
           f"{metrics_only:.2f} s; score_predictions on {args.num} (with accumulator) {total:.2f} s "
-          f"= {total / args.num * 1e3:.3f} ms per example")
+          f"wall = {total / args.num * 1e3:.3f} ms per example, {cpu:.2f} s CPU; "
+          f"load average {os.getloadavg()[0]:.1f}")
   overall = results["metrics"]["overall"]
   assert overall["count"] == args.num
   print("counts:", {g: results["metrics"][g]["count"] for g in metrics.GROUPS},

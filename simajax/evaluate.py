@@ -103,10 +103,16 @@ def load_hand_npz(path: str | pathlib.Path, units: str = "m",
     for key in ("joints", "verts"):
       if key not in data.files:
         raise InputError(f"{path}: no array {key!r} (arrays present: {sorted(data.files)})")
-    joints = _check_points(np.asarray(data["joints"]), "joints", path, NUM_JOINTS)
-    verts = _check_points(np.asarray(data["verts"]), "verts", path, NUM_VERTS)
-    visibility = np.asarray(data["visibility"]) if (with_visibility and
-                                                    "visibility" in data.files) else None
+
+    def read(key):
+      try:
+        return np.asarray(data[key])
+      except ValueError as e:  # e.g. an object array, which needs pickle
+        raise InputError(f"{path}: array {key!r} could not be read ({e})") from None
+
+    joints = _check_points(read("joints"), "joints", path, NUM_JOINTS)
+    verts = _check_points(read("verts"), "verts", path, NUM_VERTS)
+    visibility = read("visibility") if with_visibility and "visibility" in data.files else None
   if joints.shape[0] != verts.shape[0]:
     raise InputError(f"{path}: 'joints' has {joints.shape[0]} examples but 'verts' has "
                      f"{verts.shape[0]}")

@@ -119,15 +119,9 @@ def point_errors(pred, gt):
   return jnp.sqrt(jnp.sum(diff * diff, axis=-1))
 
 
-def _exact_sq_nn(points, others):
-  """[c, N] squared distance from each point to its nearest neighbour in ``others`` [c, M, 3]."""
-  d2 = sum((points[..., :, None, k] - others[..., None, :, k]) ** 2 for k in range(3))
-  return jnp.min(d2, axis=-1)
-
-
-def _exact_sq_nn_both(a, b):
-  d2 = sum((a[..., :, None, k] - b[..., None, :, k]) ** 2 for k in range(3))
-  return jnp.min(d2, axis=-1), jnp.min(d2, axis=-2)
+def _sq_dists(a, b):
+  """[..., N, M] squared distances from explicit coordinate differences (no cancellation)."""
+  return sum((a[..., :, None, k] - b[..., None, :, k]) ** 2 for k in range(3))
 
 
 def _refine(approx_min, ambiguous, points, others, slots):
@@ -136,7 +130,7 @@ def _refine(approx_min, ambiguous, points, others, slots):
     return approx_min
   _, idx = jax.lax.top_k(ambiguous.astype(jnp.float32), slots)  # ambiguous points first
   picked = jnp.take_along_axis(points, idx[..., None], axis=-2)
-  exact = _exact_sq_nn(picked, others)
+  exact = jnp.min(_sq_dists(picked, others), axis=-1)
   needed = jnp.take_along_axis(ambiguous, idx, axis=-1)
   # Written back by comparison rather than a scatter, which sharded batches handle poorly.
   hit = (jnp.arange(approx_min.shape[-1])[:, None] == idx[..., None, :]) & needed[..., None, :]
@@ -167,10 +161,14 @@ def _fscore_chunk(pred, gt, thresholds, slots):
 
   amb_p, amb_g = ambiguous(min_p), ambiguous(min_g)
   overflow = jnp.any(jnp.sum(amb_p, -1) > slots) | jnp.any(jnp.sum(amb_g, -1) > slots)
+  def exact_both():
+    d2_exact = _sq_dists(pred, gt)
+    return jnp.min(d2_exact, axis=-1), jnp.min(d2_exact, axis=-2)
+
   # Exact distances from the un-centred coordinates, so no rounding from the centring enters.
   min_p, min_g = jax.lax.cond(
       overflow,
-      lambda: _exact_sq_nn_both(pred, gt),
+      exact_both,
       lambda: (_refine(min_p, amb_p, pred, gt, slots), _refine(min_g, amb_g, gt, pred, slots)))
   precision = jnp.mean(min_p[..., None] < th2, axis=-2)
   recall = jnp.mean(min_g[..., None] < th2, axis=-2)

@@ -132,6 +132,7 @@ def _with(index, value):
      ["pred.npz", "16 examples", "gt.npz", "10"]),
     ("pred.npz", dict(joints=lambda a: a[:5]), ["pred.npz", "'joints' has 5", "'verts' has 16"]),
     ("gt.npz", dict(verts=None), ["gt.npz", "no array 'verts'"]),
+    ("pred.npz", dict(joints=np.array([{"a": 1}], dtype=object)), ["pred.npz", "'joints'"]),
     ("gt.npz", dict(visibility=lambda a: a[:3]), ["gt.npz", "'visibility'", "[16]"]),
     ("gt.npz", dict(visibility=_with(2, np.nan)), ["gt.npz", "'visibility'", "-1 for unknown"]),
 ])
