@@ -16,9 +16,10 @@ import functools
 import io
 import json
 import logging
+import multiprocessing
 import os
 import pathlib
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import yaml
@@ -28,6 +29,8 @@ from data_pipelines import schema
 
 PathLike = Union[str, os.PathLike]
 MIRROR = np.array([-1.0, 1.0, 1.0])
+# Default builds read fewer frames than this in the main process (see ``num_workers``).
+MIN_TASKS_FOR_WORKERS = 64
 
 
 class DatasetFormatError(ValueError):
@@ -289,6 +292,12 @@ class ManoModels:
     return self.right.faces
 
 
+@functools.lru_cache(maxsize=4)
+def cached_mano(right_path: str) -> ManoModels:
+  """``ManoModels(right_path)``, loaded once per process (builders read it for every frame)."""
+  return ManoModels(right_path)
+
+
 @functools.lru_cache(maxsize=1)
 def _jitted_forward():
   """``hand_forward`` jitted once per process (the model is an argument, so builds share it)."""
@@ -358,6 +367,45 @@ def manual_root(manual_dir: Optional[PathLike], dl_manager, instructions: str) -
     raise FileNotFoundError(f"manual_dir {path}: directory not found (pass --manual_dir).\n"
                             + instructions)
   return pathlib.Path(path)
+
+
+def run_tasks(reader: Callable, tasks: Iterable, counts: Any,
+              num_workers: int = 1) -> Iterator[tuple[str, dict[str, Any]]]:
+  """Runs ``reader`` over ``tasks`` in order and yields the examples; merges the counts.
+
+  Args:
+    reader: picklable callable: task -> ([(key, example), ...], counts dataclass).
+    tasks: the tasks, in output order.
+    counts: a counts dataclass, updated in place with every task's counts.
+    num_workers: > 1 runs the reader in that many 'spawn' processes (the parent may run JAX
+      threads, which must not be forked); results keep the task order.
+
+  Yields:
+    (key, example), in task order.
+  """
+  if num_workers <= 1:
+    results = map(reader, tasks)
+    for items, delta in results:
+      _add_counts(counts, delta)
+      yield from items
+    return
+  with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+    for items, delta in pool.imap(reader, tasks, chunksize=2):
+      _add_counts(counts, delta)
+      yield from items
+
+
+def _add_counts(total, delta) -> None:
+  for field in dataclasses.fields(total):
+    setattr(total, field.name, getattr(total, field.name) + getattr(delta, field.name))
+
+
+def num_workers(requested: Optional[int], num_tasks: int) -> int:
+  """Worker processes for a build: ``requested``, or by default the CPU count (1 for fewer than
+  ``MIN_TASKS_FOR_WORKERS`` tasks, where starting processes costs more than it saves)."""
+  if requested is not None:
+    return requested
+  return 1 if num_tasks < MIN_TASKS_FOR_WORKERS else (os.cpu_count() or 1)
 
 
 def report_counts(builder, split: str, counts) -> None:

@@ -288,8 +288,7 @@ def damaged(dex, tmp_path):
 
 def _first_items(root, mano_path, ref_index=0):
   ref = layout.list_sequences(root)[ref_index]
-  return next(examples.sequence_examples(ref, layout.Calibration(root), rc.ManoModels(mano_path),
-                                         examples.BuildCounts()))
+  return examples.FrameReader(root, mano_path)(examples.FrameTask(ref, 0))
 
 
 def _view_file(root, truth, kind, view=0, frame=0):

@@ -35,9 +35,10 @@ def hanco(tmp_path_factory):
   return truth, right, arrays
 
 
-def _build(config, truth, mano_path, data_dir):
+def _build(config, truth, mano_path, data_dir, num_workers=None):
   builder = builder_lib.HanCo(config=config, data_dir=str(data_dir), mano_path=str(mano_path),
-                              manual_dir=str(truth.root), file_format="array_record")
+                              manual_dir=str(truth.root), num_workers=num_workers,
+                              file_format="array_record")
   builder.download_and_prepare(file_format="array_record")
   records = {}
   for split in builder.info.splits:
@@ -186,11 +187,13 @@ def test_vis_ratio_is_mask_over_rendered_silhouette(hanco, built):
   assert occluded == {fx.OCCLUDED_VIEW}
 
 
-def test_alternative_split_rule_config(hanco, tmp_path):
+def test_alternative_split_rule_config_with_worker_processes(hanco, tmp_path):
   truth, right, _ = hanco
-  _, records = _build("has_fit-rgb", truth, right, tmp_path)
+  builder, records = _build("has_fit-rgb", truth, right, tmp_path, num_workers=2)
   got = {s: [_parse(r)[:2] for r in recs] for s, recs in records.items()}
-  assert got == _expected_frames("has_fit_color_auto")
+  assert got == _expected_frames("has_fit_color_auto")  # in order, across 2 processes
+  counts = builder.info.metadata["build_counts"]
+  assert {s: counts[s]["valid_views"] for s in counts} == {s: 8 * len(f) for s, f in got.items()}
 
 
 def test_input_pipeline_reads_both_modes(built):
@@ -224,8 +227,7 @@ def damaged(hanco, tmp_path):
 
 
 def _read_frame(root, mano_path, sid=0, fid=0):
-  return list(examples.frame_examples(root, sid, fid, rc.ManoModels(mano_path),
-                                      examples.BuildCounts()))
+  return examples.FrameReader(root, mano_path)((sid, fid))
 
 
 def test_missing_manual_dir_mano_and_meta_are_named(hanco, damaged, tmp_path):

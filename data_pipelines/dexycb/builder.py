@@ -101,11 +101,20 @@ class DexYcb(tfds.core.GeneratorBasedBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
   def __init__(self, *, mano_path: Optional[str] = None, manual_dir: Optional[str] = None,
-               **kwargs):
-    """Args: mano_path: MANO_RIGHT.pkl; manual_dir: the Dex-YCB root; kwargs: for TFDS."""
+               num_workers: Optional[int] = None, **kwargs):
+    """Creates the builder.
+
+    Args:
+      mano_path: MANO_RIGHT.pkl (MANO_LEFT.pkl is looked for next to it).
+      manual_dir: the Dex-YCB root (default: TFDS's <data_dir>/downloads/manual).
+      num_workers: reader processes (default: the CPU count, or 1 for fewer than
+        ``rc.MIN_TASKS_FOR_WORKERS`` frames); 1 reads in this process.
+      **kwargs: passed to ``tfds.core.GeneratorBasedBuilder`` (config, data_dir, ...).
+    """
     super().__init__(**kwargs)
     self._mano_path = mano_path
     self._manual_root = manual_dir
+    self._num_workers = num_workers
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -123,12 +132,12 @@ class DexYcb(tfds.core.GeneratorBasedBuilder):
     if self._mano_path is None:
       raise FileNotFoundError("Dex-YCB needs the MANO model: pass --mano .../MANO_RIGHT.pkl\n"
                               + MANUAL_DOWNLOAD_INSTRUCTIONS)
-    mano = rc.ManoModels(self._mano_path)
-    calib = layout.Calibration(root)
+    rc.cached_mano(self._mano_path)  # fails early when the file is missing or unreadable
+    layout.Calibration(root)
     cfg = self.builder_config
     if cfg.split_source == "raw":
       groups = examples.split_sequences(root)
-      return {split: self._generate_examples(split, seqs, calib, mano, None)
+      return {split: self._generate_examples(split, root, seqs, None)
               for split, seqs in groups.items()}
     if cfg.split_source != "handoccnet":
       raise ValueError(f"DexYcbConfig.split_source={cfg.split_source!r}, expected 'raw' or "
@@ -144,14 +153,13 @@ class DexYcb(tfds.core.GeneratorBasedBuilder):
         raise FileNotFoundError(
             f"{root}: sequences listed in the {split} JSON are missing from the tree, e.g. "
             f"{'/'.join(sorted(missing)[0])} ({len(missing)} in all)")
-      generators[split] = self._generate_examples(split, seqs, calib, mano, listed)
+      generators[split] = self._generate_examples(split, root, seqs, listed)
     return generators
 
-  def _generate_examples(self, split, sequences, calib, mano, listed):
-    counts = examples.BuildCounts()
+  def _generate_examples(self, split, root, sequences, listed):
     cfg = self.builder_config
-    for seq in sequences:
-      yield from examples.sequence_examples(
-          seq, calib, mano, counts, frame_step=cfg.frame_step, with_vis_ratio=cfg.vis_ratio,
-          listed=listed)
+    tasks = list(examples.frame_tasks(sequences, frame_step=cfg.frame_step, listed=listed))
+    reader = examples.FrameReader(root, self._mano_path, with_vis_ratio=cfg.vis_ratio)
+    counts = examples.BuildCounts()
+    yield from rc.run_tasks(reader, tasks, counts, rc.num_workers(self._num_workers, len(tasks)))
     rc.report_counts(self, split, counts)

@@ -13,14 +13,17 @@ For each sequence (``meta.yml``) and frame, the 8 views are read in ``layout.SER
     (``readers_common.mesh_in_camera``), whose silhouette against ``seg == 255`` is ``vis_ratio``;
   * frame-level ``mano_pose``/``mano_trans`` are expressed in the master-camera ("world") frame,
     from the first valid view and its extrinsic.
-Frames without any valid view are skipped and counted (``BuildCounts``).
+Frames without any valid view are skipped and counted (``BuildCounts``). ``FrameReader`` does the
+work of one frame and is picklable, so a builder can spread frames over worker processes
+(``readers_common.run_tasks``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -44,7 +47,8 @@ class BuildCounts:
     views_without_hand: views of written frames without a hand label (joint_3d all -1).
     views_joints_without_mano: views of written frames with joint_3d but pose_m all zero (made
       invalid).
-    views_missing_camera: view slots whose serial is not in the sequence's meta.yml.
+    views_missing_camera: view slots of written frames whose serial is not in the sequence's
+      meta.yml.
     views_unknown_vis: valid views whose mesh covers no pixel (``vis_ratio`` -1).
     views_not_in_json: HandOccNet mode: views of written frames with a hand label that the JSON
       does not list (made invalid).
@@ -95,57 +99,101 @@ def frame_key(subject: str, sequence: str, frame: int) -> str:
   return f"dexycb/{subject}/{sequence}/{frame:06d}"
 
 
-def sequence_examples(seq: layout.SequenceRef, calib: layout.Calibration, mano: rc.ManoModels,
-                      counts: BuildCounts, *, frame_step: int = 1, with_vis_ratio: bool = True,
-                      listed: Optional[dict[handoccnet.FrameKey, dict[str, np.ndarray]]] = None,
-                      ) -> Iterator[tuple[str, dict[str, Any]]]:
-  """Examples of one sequence, in frame order.
+@dataclasses.dataclass(frozen=True)
+class FrameTask:
+  """One frame to read: the sequence, the frame index and (HandOccNet mode) its listed views."""
+  sequence: layout.SequenceRef
+  frame: int
+  listed: Optional[dict[str, np.ndarray]] = None
+
+
+def frame_tasks(sequences: Sequence[layout.SequenceRef], *, frame_step: int = 1,
+                listed: Optional[dict[handoccnet.FrameKey, dict[str, np.ndarray]]] = None,
+                ) -> Iterator[FrameTask]:
+  """The frames of a split, in sequence then frame order.
 
   Args:
-    seq: the sequence.
-    calib: the dataset's calibration reader.
-    mano: the user's MANO models.
-    counts: updated in place.
+    sequences: the split's sequences.
     frame_step: keep frames 0, step, 2 step, ...
-    with_vis_ratio: render silhouettes for ``vis_ratio`` (else -1).
     listed: HandOccNet mode: the split's views per frame (``handoccnet.read_split``); frames it
-      does not list are not read, and only listed views can be valid.
+      does not list are left out.
 
   Yields:
-    (frame key, schema example).
-
-  Raises:
-    FileNotFoundError / DatasetFormatError: naming the file, for missing or malformed files.
+    The tasks.
   """
-  meta = layout.read_meta(seq.path / "meta.yml")
-  betas = calib.betas(meta.mano_calib)
-  side = meta.mano_side
+  if frame_step < 1:
+    raise ValueError(f"frame_step must be >= 1, got {frame_step}")
+  for seq in sequences:
+    meta = layout.read_meta(seq.path / "meta.yml")
+    for frame in range(0, meta.num_frames, frame_step):
+      if listed is None:
+        yield FrameTask(seq, frame)
+      elif (seq.subject, seq.name, frame) in listed:
+        yield FrameTask(seq, frame, listed[(seq.subject, seq.name, frame)])
+
+
+class FrameReader:
+  """Reads frames of one Dex-YCB tree into schema examples (picklable for worker processes).
+
+  Calling it on a ``FrameTask`` returns ([(key, example)] or [] for a skipped frame, the frame's
+  ``BuildCounts``). Calibration, MANO and per-sequence data are cached per process.
+  """
+
+  def __init__(self, root: rc.PathLike, mano_path: rc.PathLike, with_vis_ratio: bool = True):
+    """Args: root: the Dex-YCB root; mano_path: MANO_RIGHT; with_vis_ratio: render silhouettes."""
+    self.root = str(root)
+    self.mano_path = str(mano_path)
+    self.with_vis_ratio = with_vis_ratio
+
+  def __call__(self, task: FrameTask) -> tuple[list[tuple[str, dict[str, Any]]], BuildCounts]:
+    """Reads one frame.
+
+    Raises:
+      FileNotFoundError / DatasetFormatError: naming the file, for missing or malformed files.
+    """
+    seq = _sequence_data(self.root, str(task.sequence.path))
+    mano = rc.cached_mano(self.mano_path)
+    counts = BuildCounts()
+    example = _frame_example(task.sequence, task.frame, seq, mano, counts, self.with_vis_ratio,
+                             task.listed)
+    if example is None:
+      counts.skipped_no_hand_frames += 1
+      return [], counts
+    counts.frames += 1
+    return [(example["frame_key"], example)], counts
+
+
+@dataclasses.dataclass(frozen=True)
+class _SequenceData:
+  meta: layout.Meta
+  betas: np.ndarray
+  cameras: dict
+
+
+@functools.lru_cache(maxsize=8)
+def _sequence_data(root: str, sequence_path: str) -> _SequenceData:
+  """meta.yml, betas and cameras of a sequence (cached: frames of a sequence come together)."""
+  calib = _calibration(root)
+  meta = layout.read_meta(pathlib.Path(sequence_path) / "meta.yml")
   cameras = {}
   for serial in meta.serials:
     c2w = calib.cam_to_world(meta.extrinsics, serial)
     cameras[serial] = _Camera(calib.intrinsics(serial), c2w, rc.rigid_inverse(c2w))
-  for frame in range(0, meta.num_frames, frame_step):
-    frame_listed = None
-    if listed is not None:
-      frame_listed = listed.get((seq.subject, seq.name, frame))
-      if frame_listed is None:
-        continue
-    example = _frame_example(seq, frame, meta, cameras, betas, side, mano, counts,
-                             with_vis_ratio, frame_listed)
-    if example is None:
-      counts.skipped_no_hand_frames += 1
-      continue
-    counts.frames += 1
-    yield frame_key(seq.subject, seq.name, frame), example
+  return _SequenceData(meta, calib.betas(meta.mano_calib), cameras)
 
 
-def _frame_example(seq, frame, meta, cameras, betas, side, mano, counts, with_vis_ratio,
-                   frame_listed):
+@functools.lru_cache(maxsize=2)
+def _calibration(root: str) -> layout.Calibration:
+  return layout.Calibration(pathlib.Path(root))
+
+
+def _frame_example(seq, frame, data, mano, counts, with_vis_ratio, frame_listed):
+  meta, betas, cameras, side = data.meta, data.betas, data.cameras, data.meta.mano_side
   table = rc.ViewTable(layout.SERIALS, "rgb")
   views, rejected = [], []
   for v, serial in enumerate(layout.SERIALS):
     if serial not in cameras:
-      counts.views_missing_camera += 1
+      rejected.append("views_missing_camera")
       continue
     camera = cameras[serial]
     table.set_camera(v, camera.K, camera.world_to_cam)

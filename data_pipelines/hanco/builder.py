@@ -93,11 +93,20 @@ class HanCo(tfds.core.GeneratorBasedBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
   def __init__(self, *, mano_path: Optional[str] = None, manual_dir: Optional[str] = None,
-               **kwargs):
-    """Args: mano_path: MANO_RIGHT.pkl; manual_dir: the HanCo root; kwargs: for TFDS."""
+               num_workers: Optional[int] = None, **kwargs):
+    """Creates the builder.
+
+    Args:
+      mano_path: MANO_RIGHT.pkl.
+      manual_dir: the HanCo root (default: TFDS's <data_dir>/downloads/manual).
+      num_workers: reader processes (default: the CPU count, or 1 for fewer than
+        ``rc.MIN_TASKS_FOR_WORKERS`` frames); 1 reads in this process.
+      **kwargs: passed to ``tfds.core.GeneratorBasedBuilder`` (config, data_dir, ...).
+    """
     super().__init__(**kwargs)
     self._mano_path = mano_path
     self._manual_root = manual_dir
+    self._num_workers = num_workers
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -115,7 +124,7 @@ class HanCo(tfds.core.GeneratorBasedBuilder):
     if self._mano_path is None:
       raise FileNotFoundError("HanCo needs the MANO model: pass --mano .../MANO_RIGHT.pkl\n"
                               + MANUAL_DOWNLOAD_INSTRUCTIONS)
-    mano = rc.ManoModels(self._mano_path)
+    rc.cached_mano(self._mano_path)  # fails early when the file is missing or unreadable
     cfg = self.builder_config
     if not cfg.train_variants or cfg.train_variants[0] != examples.BASE_VARIANT:
       raise ValueError(f"HanCoConfig.train_variants must start with 'rgb', got "
@@ -124,12 +133,12 @@ class HanCo(tfds.core.GeneratorBasedBuilder):
     meta = layout.read_meta(root)
     splits = layout.split_frames(root, meta, cfg.split_rule, cfg.frame_step)
     variants = {"train": cfg.train_variants, "test": (examples.BASE_VARIANT,)}
-    return {split: self._generate_examples(split, root, frames, mano, variants[split])
+    return {split: self._generate_examples(split, root, frames, variants[split])
             for split, frames in splits.items() if frames}
 
-  def _generate_examples(self, split, root, frames, mano, variants):
+  def _generate_examples(self, split, root, frames, variants):
+    reader = examples.FrameReader(root, self._mano_path, variants,
+                                  with_vis_ratio=self.builder_config.vis_ratio)
     counts = examples.BuildCounts()
-    for sid, fid in frames:
-      yield from examples.frame_examples(root, sid, fid, mano, counts, variants=variants,
-                                         with_vis_ratio=self.builder_config.vis_ratio)
+    yield from rc.run_tasks(reader, frames, counts, rc.num_workers(self._num_workers, len(frames)))
     rc.report_counts(self, split, counts)

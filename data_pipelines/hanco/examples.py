@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -158,3 +158,27 @@ def frame_examples(root: pathlib.Path, sid: int, fid: int, mano: rc.ManoModels,
     key = frame_key(sid, fid, variant)
     yield key, {"frame_key": key, **frame, "views": table.to_features()}
 
+
+class FrameReader:
+  """``frame_examples`` as a picklable callable on (sid, fid) tasks, for worker processes.
+
+  Calling it returns ([(key, example), ...], the frame's ``BuildCounts``); MANO is loaded once per
+  process.
+  """
+
+  def __init__(self, root: rc.PathLike, mano_path: rc.PathLike,
+               variants: Sequence[str] = (BASE_VARIANT,), with_vis_ratio: bool = True):
+    """Args: see ``frame_examples``; mano_path: MANO_RIGHT."""
+    self.root = str(root)
+    self.mano_path = str(mano_path)
+    self.variants = tuple(variants)
+    self.with_vis_ratio = with_vis_ratio
+
+  def __call__(self, task: tuple[int, int]) -> tuple[list[tuple[str, dict[str, Any]]],
+                                                     BuildCounts]:
+    sid, fid = task
+    counts = BuildCounts()
+    items = list(frame_examples(pathlib.Path(self.root), sid, fid,
+                                rc.cached_mano(self.mano_path), counts, variants=self.variants,
+                                with_vis_ratio=self.with_vis_ratio))
+    return items, counts
