@@ -381,18 +381,21 @@ def run_tasks(reader: Callable, tasks: Iterable, counts: Any,
       threads, which must not be forked); results keep the task order.
 
   Yields:
-    (key, example), in task order.
+    (key, example), in task order, each checked with ``schema.validate_example``.
   """
+  def checked(items, delta):
+    _add_counts(counts, delta)
+    for key, example in items:
+      schema.validate_example(example, key)
+      yield key, example
+
   if num_workers <= 1:
-    results = map(reader, tasks)
-    for items, delta in results:
-      _add_counts(counts, delta)
-      yield from items
+    for items, delta in map(reader, tasks):
+      yield from checked(items, delta)
     return
   with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
     for items, delta in pool.imap(reader, tasks, chunksize=2):
-      _add_counts(counts, delta)
-      yield from items
+      yield from checked(items, delta)
 
 
 def _add_counts(total, delta) -> None:
