@@ -42,9 +42,10 @@ Per-view fields, each with a leading axis of ``NUM_VIEWS`` (views in a fixed cam
   world2cam     [4, 4] f32 extrinsic: x_cam = world2cam[:3, :3] x_world + world2cam[:3, 3].
   joints_img    [21, 2] f32 pixel coordinates of the joints (= projection of joints_cam with K).
   joints_cam    [21, 3] f32 joints in this camera's frame, original side (not mirrored).
-  global_rot    [3, 3] f32 rotation of the hand root in this camera: with J0 = the canonical
-                wrist, the camera-frame mesh is ``global_rot (verts_canonical - J0) + joints_cam[0]``
-                (mirrored for left hands as in the pipeline).
+  global_rot    [3, 3] f32 rotation R of the hand root in this camera (original side). With J0
+                the canonical wrist, the camera-frame mesh is R (verts_canonical - J0) +
+                joints_cam[0]; for left hands this holds after the pipeline's mirroring
+                (R -> M R M and x -> -x, M = diag(-1, 1, 1)).
   mano_pose     [48] f32 the frame's pose with the root rotation expressed in this camera
                 ([0:3] = axis-angle of ``global_rot``, [3:48] = the frame's finger pose).
   mano_trans    [3] f32 camera-frame translation in the manopth convention (added after rotating

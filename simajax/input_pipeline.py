@@ -180,7 +180,7 @@ class _Loader:
     return _stack(examples, np.ones(len(examples), np.float32))
 
   def eval_batch(self, index: int) -> dict[str, np.ndarray]:
-    """This process's share of evaluation batch ``index`` (record order, padded, no augmentation)."""
+    """This process's share of evaluation batch ``index`` (record order, padded, unaugmented)."""
     first = index * self.config.batch_size + self.process_index * self.local_batch
     examples, mask = [], []
     for g in range(first, first + self.local_batch):

@@ -1,0 +1,376 @@
+"""One synthetic multi-view frame: a posed hand, grasp-like occluders, 8 cameras, 8 renders.
+
+The hand is posed in two steps so that the expensive part can be batched: ``sample_hands`` draws
+pose, shape and global orientation for many frames and runs the (JAX) hand model once per batch,
+giving each frame's canonical (zero-root-rotation) mesh; ``render_frame`` then builds the scene of
+one frame from its own random stream and renders it with the numpy rasterizer. All randomness of
+frame i of a split comes from ``frame_rng(seed, split, i, stream)``, so any subset of frames can
+be generated, in any order or process, with identical results.
+
+Scene conventions (world frame = metres, the hand centred at the origin):
+  * hand: ``V_world = R_w (V0 - J0) + J0 + t`` with V0 the canonical mesh, J0 its wrist,
+    R_w a uniformly random rotation and t chosen so that the mesh centroid is the origin;
+  * occluders: 0-3 spheres, boxes or cylinders touching the palm or a finger on its palmar side
+    (sometimes the back), like grasped objects, so they hide the hand differently per view;
+  * cameras: 8 look-at cameras on randomly rotated, jittered cube-corner directions, at a
+    distance that makes the hand fill 55-95 % of the image, with varied focal length, principal
+    point and roll;
+  * images: Lambert-shaded skin (a per-frame tone with smooth per-vertex variation) and occluder
+    colours over a random background (gradient, value noise, random shapes, pixel noise), then a
+    slight blur; the stored hand mask is the visible hand, and ``vis_ratio`` divides its area by
+    the area of the hand rendered without occluders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from data_pipelines import schema
+from simajax import geometry
+from simajax.render import primitives
+from simajax.render.rasterizer import project
+from simajax.render.scene import Mesh, render_scene, silhouette
+from simajax.render.shading import Light
+
+SPLITS = ("train", "validation", "test")
+HAND_LABEL = 1
+OCCLUDER_LABEL = 2
+# OpenPose ids: wrist, and the MCP joints of index, middle, ring and pinky.
+_WRIST, _MCPS = 0, (5, 9, 13, 17)
+_FINGER_CHAINS = ((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20))
+# Skin tones, light to dark (sRGB 0..1); a frame blends two neighbours.
+_SKIN_TONES = np.array([[0.98, 0.87, 0.78], [0.94, 0.78, 0.66], [0.87, 0.67, 0.52],
+                        [0.76, 0.55, 0.40], [0.58, 0.39, 0.26], [0.40, 0.26, 0.18]])
+# Probabilities of 0, 1, 2, 3 occluders per frame.
+OCCLUDER_COUNTS = (0.05, 0.25, 0.35, 0.35)
+
+
+@dataclasses.dataclass(frozen=True)
+class SceneConfig:
+  """What a frame looks like.
+
+  Attributes:
+    image_size: side of the square images in pixels.
+    fov_deg: range of the horizontal field of view.
+    fill: range of (projected hand bounding radius) / (half the image side).
+    occluder_counts: probabilities of 0, 1, 2, 3 occluders.
+    jpeg_quality: quality of the stored JPEG images.
+  """
+  image_size: int = 128
+  fov_deg: tuple[float, float] = (40.0, 65.0)
+  fill: tuple[float, float] = (0.55, 0.95)
+  occluder_counts: tuple[float, ...] = OCCLUDER_COUNTS
+  jpeg_quality: int = 95
+
+
+@dataclasses.dataclass(frozen=True)
+class HandSample:
+  """A frame's hand: parameters and canonical geometry (hand-model frame, metres).
+
+  Attributes:
+    index: the frame index within its split.
+    pose: [48] pose with zero root rotation (hand model convention, fingers relative to the
+      model's hands_mean).
+    betas: [10] shape.
+    world_rot: [3, 3] the global orientation R_w.
+    verts_canonical: [778, 3] zero-root-rotation posed mesh.
+    joints_canonical: [21, 3] its joints (OpenPose order).
+  """
+  index: int
+  pose: np.ndarray
+  betas: np.ndarray
+  world_rot: np.ndarray
+  verts_canonical: np.ndarray
+  joints_canonical: np.ndarray
+
+  @property
+  def world_trans(self) -> np.ndarray:
+    """t such that the world mesh R_w (V0 - J0) + J0 + t has its centroid at the origin."""
+    root = self.joints_canonical[0]
+    return -((self.verts_canonical.mean(axis=0) - root) @ self.world_rot.T + root)
+
+  def to_world(self, points: np.ndarray) -> np.ndarray:
+    """Canonical-frame points -> world frame (rotation about the wrist, then translation)."""
+    root = self.joints_canonical[0]
+    return (points - root) @ self.world_rot.T + root + self.world_trans
+
+
+def frame_rng(seed: int, split: str, index: int, stream: int) -> np.random.Generator:
+  """The random stream ``stream`` of frame ``index`` of ``split`` (0: hand, 1: scene)."""
+  return np.random.default_rng([seed, SPLITS.index(split), index, stream])
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+  """A uniformly distributed (Haar) rotation matrix."""
+  q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+  q = q * np.sign(np.diag(r))
+  return q if np.linalg.det(q) > 0 else -q
+
+
+def sample_hands(model, seed: int, split: str, indices, batch: int = 128) -> list[HandSample]:
+  """Draws and poses the hands of several frames with batched, jitted hand-model calls.
+
+  Args:
+    model: a ``simajax.hand.HandModel``.
+    seed: the dataset seed.
+    split: split name.
+    indices: frame indices within the split.
+    batch: hands per compiled call (calls are padded to it, so it compiles once).
+
+  Returns:
+    One ``HandSample`` per index, in order.
+  """
+  import jax  # JAX is only needed here, in the process that batches the hands.
+  from simajax import hand
+
+  indices = list(indices)
+  poses, betas, rotations = [], [], []
+  for index in indices:
+    rng = frame_rng(seed, split, index, 0)
+    # Finger values relative to hands_mean: the flat_hand_mean=False convention of the schema.
+    poses.append(np.array(hand.sample_pose(rng, 1, global_rotation=False,
+                                           hands_mean=np.asarray(model.hands_mean)),
+                          np.float64).reshape(-1))
+    betas.append(np.array(hand.sample_shape(rng, 1), np.float64).reshape(-1))
+    rotations.append(random_rotation(rng))
+  forward = jax.jit(hand.hand_forward)
+  verts, joints = [], []
+  for start in range(0, len(indices), batch):
+    pose_chunk = np.zeros((batch, len(poses[0])), np.float32)
+    beta_chunk = np.zeros((batch, len(betas[0])), np.float32)
+    count = min(batch, len(indices) - start)
+    pose_chunk[:count] = poses[start:start + count]
+    beta_chunk[:count] = betas[start:start + count]
+    out = forward(model, pose_chunk, beta_chunk)
+    verts += list(np.asarray(out.vertices, np.float64)[:count])
+    joints += list(np.asarray(out.joints21, np.float64)[:count])
+  return [HandSample(index=i, pose=p, betas=b, world_rot=r, verts_canonical=v, joints_canonical=j)
+          for i, p, b, r, v, j in zip(indices, poses, betas, rotations, verts, joints)]
+
+
+def _unit(v):
+  return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def _palm_frame(joints: np.ndarray):
+  """Palm centre, palmar normal and across-palm direction of a right hand (canonical joints).
+
+  The palmar normal is the palm plane's normal turned towards -y, the palm side of the hand
+  model frame (simajax.hand.anatomy): fingers curl that way.
+  """
+  mcps = joints[list(_MCPS)]
+  centre = (joints[_WRIST] + mcps.sum(axis=0)) / 5.0
+  across = _unit(mcps[0] - mcps[3])  # pinky -> index
+  along = _unit(mcps.mean(axis=0) - joints[_WRIST])
+  normal = _unit(np.cross(along, across))
+  if normal[1] > 0:
+    normal = -normal
+  return centre, normal, across, along
+
+
+def _occluders(hand: HandSample, rng: np.random.Generator, config: SceneConfig):
+  """Grasp-like occluder meshes (world frame) with their colours."""
+  count = rng.choice(len(config.occluder_counts), p=config.occluder_counts)
+  joints = hand.joints_canonical
+  centre, normal, across, along = _palm_frame(joints)
+  meshes = []
+  for _ in range(count):
+    side = normal if rng.random() < 0.65 else -normal  # mostly in the palm, sometimes behind
+    if rng.random() < 0.6:
+      anchor = centre + along * rng.uniform(-0.01, 0.03)
+      surface = 0.012  # half the palm's thickness
+    else:
+      chain = _FINGER_CHAINS[rng.integers(5)]
+      k = rng.integers(3)
+      anchor = joints[chain[k]] + rng.uniform(0, 1) * (joints[chain[k + 1]] - joints[chain[k]])
+      surface = 0.009
+    anchor = anchor + across * rng.normal(0, 0.01)
+    kind = rng.choice(["sphere", "box", "cylinder"])
+    # Local frame: z across the palm (a grasped handle's axis), jittered; x towards the object.
+    axis = _unit(across + 0.35 * rng.normal(size=3))
+    x_dir = _unit(side - np.dot(side, axis) * axis)
+    frame = np.stack([x_dir, np.cross(axis, x_dir), axis], axis=1)
+    if kind == "sphere":
+      radius = rng.uniform(0.03, 0.06)
+      vertices, faces = primitives.uv_sphere(np.zeros(3), radius)
+      half = radius
+    elif kind == "box":
+      size = rng.uniform([0.04, 0.06, 0.08], [0.08, 0.12, 0.16])
+      vertices, faces = primitives.box(np.zeros(3), size, subdivisions=2)
+      half = size[0] / 2.0
+    else:
+      radius = rng.uniform(0.025, 0.05)
+      vertices, faces = primitives.cylinder(np.zeros(3), radius, rng.uniform(0.08, 0.2),
+                                            num_segments=18)
+      half = radius
+    # Spin about x keeps the extent towards the hand (``half``) while turning the long axes.
+    spin = geometry.axis_angle_to_matrix(np.array([rng.uniform(0, 2 * np.pi), 0.0, 0.0]))
+    # Grasped objects press into the soft hand a little, or float just off it.
+    gap = rng.uniform(-0.35, 0.1) * half
+    local = vertices @ (frame @ spin).T + anchor + side * (surface + half + gap)
+    color = _occluder_color(rng)
+    meshes.append(Mesh(hand.to_world(local), faces, color=color, label=OCCLUDER_LABEL))
+  return meshes
+
+
+def _occluder_color(rng):
+  hue_color = rng.uniform(0.05, 0.95, size=3)
+  if rng.random() < 0.5:  # saturate: push one channel down
+    hue_color[rng.integers(3)] *= 0.3
+  return tuple(float(c) for c in hue_color)
+
+
+def _skin_colors(hand: HandSample, rng: np.random.Generator) -> np.ndarray:
+  """[778, 3] per-vertex skin colour: a frame tone with smooth spatial variation."""
+  t = rng.uniform(0, len(_SKIN_TONES) - 1)
+  lo = int(np.floor(t))
+  hi = min(lo + 1, len(_SKIN_TONES) - 1)
+  tone = _SKIN_TONES[lo] + (t - lo) * (_SKIN_TONES[hi] - _SKIN_TONES[lo])
+  tone = tone * rng.uniform(0.9, 1.05) + rng.normal(0, 0.015, size=3)
+  points = hand.verts_canonical - hand.verts_canonical.mean(axis=0)
+  variation = np.zeros(len(points))
+  for _ in range(3):
+    direction = _unit(rng.normal(size=3))
+    variation += np.sin(points @ direction * rng.uniform(30, 90) + rng.uniform(0, 2 * np.pi))
+  colors = tone[None] * (1.0 + 0.03 * variation[:, None])
+  return np.clip(colors, 0.0, 1.0)
+
+
+def _cameras(radius: float, min_distance: float, rng: np.random.Generator, config: SceneConfig):
+  """8 (K, world2cam) pairs looking at the origin from around the hand."""
+  size = config.image_size
+  corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], np.float64)
+  directions = _unit(_unit(corners) @ random_rotation(rng).T + rng.normal(0, 0.25, (8, 3)))
+  cameras = []
+  for direction in directions:
+    fov = np.deg2rad(rng.uniform(*config.fov_deg))
+    focal = size / (2.0 * np.tan(fov / 2.0))
+    aspect = rng.uniform(-0.015, 0.015)
+    K = np.array([[focal * (1 + aspect), 0.0, size / 2.0 + rng.uniform(-0.04, 0.04) * size],
+                  [0.0, focal * (1 - aspect), size / 2.0 + rng.uniform(-0.04, 0.04) * size],
+                  [0.0, 0.0, 1.0]])
+    distance = max(2.0 * radius * focal / (rng.uniform(*config.fill) * size), min_distance)
+    target = rng.normal(0, 0.15 * radius, size=3)
+    eye = target + distance * direction
+    forward = _unit(target - eye)
+    up = _unit(rng.normal(size=3) - np.dot(rng.normal(size=3), forward) * forward)
+    right = _unit(np.cross(forward, up))
+    down = np.cross(forward, right)
+    rotation = np.stack([right, down, forward])  # rows: camera axes in the world frame
+    world2cam = np.eye(4)
+    world2cam[:3, :3] = rotation
+    world2cam[:3, 3] = -rotation @ eye
+    cameras.append((K, world2cam))
+  return cameras
+
+
+def random_background(size: int, rng: np.random.Generator) -> np.ndarray:
+  """uint8 [size, size, 3]: a gradient, value noise and random shapes, plus pixel noise."""
+  c0, c1 = rng.uniform(0, 1, size=(2, 3))
+  angle = rng.uniform(0, 2 * np.pi)
+  ys, xs = np.mgrid[0:size, 0:size] / max(size - 1, 1)
+  t = np.clip((np.cos(angle) * (xs - 0.5) + np.sin(angle) * (ys - 0.5)) + 0.5, 0, 1)
+  image = c0 + t[..., None] * (c1 - c0)
+  cells = int(rng.integers(2, 12))
+  noise = rng.uniform(0, 1, size=(cells, cells, 3))
+  noise = np.asarray(Image.fromarray((noise * 255).astype(np.uint8)).resize(
+      (size, size), Image.Resampling.BILINEAR), np.float64) / 255.0
+  weight = rng.uniform(0, 0.6)
+  image = (1 - weight) * image + weight * noise
+  canvas = Image.fromarray((image * 255).astype(np.uint8))
+  draw = ImageDraw.Draw(canvas, "RGBA")
+  for _ in range(int(rng.integers(2, 12))):
+    color = tuple(int(c) for c in rng.integers(0, 256, size=3)) + (int(rng.integers(90, 256)),)
+    x0, y0 = rng.uniform(-0.2, 1.0, size=2) * size
+    w, h = rng.uniform(0.05, 0.6, size=2) * size
+    kind = rng.integers(4)
+    if kind == 0:
+      draw.ellipse([x0, y0, x0 + w, y0 + h], fill=color)
+    elif kind == 1:
+      draw.rectangle([x0, y0, x0 + w, y0 + h], fill=color)
+    elif kind == 2:
+      points = [tuple(p) for p in rng.uniform(-0.1, 1.1, size=(int(rng.integers(3, 6)), 2)) * size]
+      draw.polygon(points, fill=color)
+    else:
+      width = int(rng.integers(1, max(2, size // 20)))
+      draw.line([x0, y0, x0 + w, y0 + h], fill=color, width=width)
+  image = np.asarray(canvas, np.float64) + rng.normal(0, rng.uniform(0, 8), size=(size, size, 3))
+  return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _light(rng: np.random.Generator) -> Light:
+  direction = _unit(np.array([rng.normal(0, 0.6), rng.normal(0, 0.6), 1.0]))
+  return Light(direction=tuple(direction), ambient=rng.uniform(0.25, 0.5),
+               diffuse=rng.uniform(0.45, 0.8))
+
+
+def render_frame(hand: HandSample, faces: np.ndarray, seed: int, split: str, hand_model: str,
+                 config: SceneConfig) -> dict:
+  """Builds and renders one frame; returns the schema example (see ``data_pipelines.schema``).
+
+  Args:
+    hand: the frame's hand from ``sample_hands``.
+    faces: [F, 3] hand-model faces.
+    seed: the dataset seed.
+    split: split name.
+    hand_model: "synthhand" or "mano", stored in the example.
+    config: image size and scene ranges.
+
+  Returns:
+    The example dict.
+  """
+  rng = frame_rng(seed, split, hand.index, 1)
+  size = config.image_size
+  verts_world = hand.to_world(hand.verts_canonical)
+  joints_world = hand.to_world(hand.joints_canonical)
+  hand_mesh = Mesh(verts_world, faces, color=_skin_colors(hand, rng), label=HAND_LABEL,
+                   crease_angle=180.0)
+  occluders = _occluders(hand, rng, config)
+  radius = float(np.linalg.norm(verts_world, axis=1).max())
+  reach = max([radius] + [float(np.linalg.norm(m.vertices, axis=1).max()) for m in occluders])
+  cameras = _cameras(radius, reach + 0.05, rng, config)
+  root = hand.joints_canonical[0]
+  fingers = hand.pose[3:]
+  views = {name: [] for name in list(schema.VIEW_ARRAYS) + list(schema.VIEW_BYTES)
+           + list(schema.VIEW_TEXT)}
+  for v, (K, world2cam) in enumerate(cameras):
+    result = render_scene([hand_mesh] + occluders, K, world2cam, size, size, light=_light(rng),
+                          background=random_background(size, rng))
+    visible = result.mask(HAND_LABEL)
+    full = silhouette([hand_mesh], K, world2cam, size, size) if occluders else visible
+    rgb = Image.fromarray(result.rgb).filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 0.7)))
+    rot_cam = world2cam[:3, :3]
+    joints_cam = joints_world @ rot_cam.T + world2cam[:3, 3]
+    global_rot = rot_cam @ hand.world_rot
+    views["image"].append(schema.encode_image(np.asarray(rgb), "jpeg", config.jpeg_quality))
+    views["hand_mask"].append(schema.encode_image(visible.astype(np.uint8) * 255, "png"))
+    views["camera_id"].append(f"cam{v}")
+    views["bg_variant"].append("synthetic")
+    views["view_valid"].append(bool(full.any()))
+    views["K"].append(K)
+    views["world2cam"].append(world2cam)
+    views["joints_img"].append(project(joints_cam, K))
+    views["joints_cam"].append(joints_cam)
+    views["global_rot"].append(global_rot)
+    views["mano_pose"].append(np.concatenate([geometry.matrix_to_axis_angle(global_rot), fingers]))
+    views["mano_trans"].append(joints_cam[0] - root)
+    views["vis_ratio"].append(visible.sum() / full.sum() if full.any() else -1.0)
+  return {
+      "frame_key": f"synthetic_hands/{split}/{hand.index:08d}",
+      "dataset": "synthetic_hands",
+      "hand_side": "right",
+      "hand_model": hand_model,
+      "has_mesh": True,
+      "mano_shape": hand.betas.astype(np.float32),
+      "mano_pose": np.concatenate([geometry.matrix_to_axis_angle(hand.world_rot),
+                                   fingers]).astype(np.float32),
+      "mano_trans": hand.world_trans.astype(np.float32),
+      "joints_canonical": hand.joints_canonical.astype(np.float32),
+      "verts_canonical": hand.verts_canonical.astype(np.float32),
+      "views": {name: (np.asarray(values, schema.VIEW_ARRAYS[name][1])
+                       if name in schema.VIEW_ARRAYS else values)
+                for name, values in views.items()},
+  }
+
