@@ -21,7 +21,7 @@ STAGES = ("mvr", "svr")
 DATASETS = {
     "synthetic": "synthetic_hands/small",
     "dexycb": "dexycb/s0",
-    "hanco": "hanco/default",
+    "hanco": "hanco/rgb-rgb_merged",
 }
 
 

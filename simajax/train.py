@@ -231,7 +231,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     else sharding.state_shardings(mesh, teacher_variables)),
       out_shardings=(state_shardings, replicated), donate_argnums=(0,))
   eval_step = jax.jit(steps.make_eval_step(stage=stage, model=model,
-                                           multi_view=eval_mode == "multi_view"),
+                                           multi_view=eval_mode == "multi_view",
+                                           fscore_chunk_size=mesh.shape[sharding.DATA_AXIS]),
                       out_shardings=replicated)
 
   def run_eval(step: int) -> dict:

@@ -162,12 +162,14 @@ def make_train_step(*, stage: str, model: nn.Module, tx: optax.GradientTransform
   return train_step
 
 
-def make_eval_step(*, stage: str, model: nn.Module, multi_view: bool) -> Callable:
+def make_eval_step(*, stage: str, model: nn.Module, multi_view: bool,
+                   fscore_chunk_size: int = 2) -> Callable:
   """Builds ``eval_step(variables, batch) -> per-example metrics`` (un-jitted).
 
   The prediction is the rotated mesh and joints, scored root-relative against the camera-frame
   ground truth of the (un-augmented) view. Returns the per-example metric arrays of
   ``simajax.metrics.per_example_metrics`` plus 'mask' and 'vis_ratio', one row per view.
+  ``fscore_chunk_size`` = the number of data-parallel devices spreads the F-score work over them.
   """
 
   def eval_step(variables, batch):
@@ -176,7 +178,8 @@ def make_eval_step(*, stage: str, model: nn.Module, multi_view: bool) -> Callabl
       outputs = flatten_views(outputs)
     views = per_view(batch, multi_view)
     result = metrics.per_example_metrics(outputs["joints3d_w_gr"], outputs["verts3d_w_gr"],
-                                         views["joints_in_camera"], views["verts_in_camera"])
+                                         views["joints_in_camera"], views["verts_in_camera"],
+                                         fscore_chunk_size=fscore_chunk_size)
     result["mask"] = example_weights(batch, multi_view) * views["has_mesh"].astype(jnp.float32)
     result["vis_ratio"] = views["vis_ratio"]
     return result

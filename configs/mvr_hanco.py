@@ -1,0 +1,23 @@
+r"""Stage 1: the multi-view teacher on HanCo, official model size.
+
+Command:
+  python -m simajax.train --config=configs/mvr_hanco.py --workdir=runs/mvr_hanco
+Smoke run (tiny model and data, a few steps): append `:runlocal` to the config path.
+Expected time and hardware: accelerators; 38 epochs of ~16k 8-view frames (rgb + rgb_merged).
+"""
+
+from simajax import config_lib
+
+
+def get_config(arg=None):
+  """Returns the config; ``arg == 'runlocal'`` shrinks it for a smoke run."""
+  config = config_lib.base_config("mvr", "hanco", variant="official")
+  # Build first (see README "Data preparation"); SiMA trains on rgb + rgb_merged copies:
+  #   python -m data_pipelines.build hanco/rgb-rgb_merged --data_dir data/tfds --manual_dir HANCO \
+  #       --mano MANO_RIGHT.pkl
+  config.data.name = "hanco/rgb-rgb_merged"
+  config.data.eval_split = "test"  # HanCo has no validation split
+  config.hand_model = "MANO_RIGHT.pkl"
+  if arg == "runlocal":
+    config_lib.apply_runlocal(config)
+  return config
