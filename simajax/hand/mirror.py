@@ -1,0 +1,85 @@
+"""Left/right mirroring about the x = 0 plane (docs/DATASETS.md §3.5, ARCHITECTURE.md §7.4).
+
+Left-hand samples are mirrored to right hands for training and evaluation: with M = diag(-1, 1, 1)
+points map to M p, rotations to M R M, which for an axis-angle (x, y, z) is (x, -y, -z), and
+triangles reverse their winding so they still face outwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from simajax.hand.model import NUM_JOINTS, HandModel
+
+_MIRROR = np.array([-1.0, 1.0, 1.0])
+
+
+def _xp(x):
+  return jnp if isinstance(x, jax.Array) else np
+
+
+def mirror_points(points):
+  """[..., 3] points (vertices, joints, translations) -> x negated."""
+  return points * _xp(points).asarray(_MIRROR, dtype=points.dtype)
+
+
+def mirror_axis_angle(pose):
+  """Mirrors axis-angle rotations: every (x, y, z) triple becomes (x, -y, -z).
+
+  Args:
+    pose: [..., 3] or [..., 3k] (e.g. a [B, 48] MANO pose or [B, 16, 3]).
+
+  Returns:
+    The mirrored pose, same shape and array type.
+  """
+  xp = _xp(pose)
+  if pose.shape[-1] % 3:
+    raise ValueError(f"axis-angle pose must have a last dimension divisible by 3, got {pose.shape}")
+  sign = xp.tile(xp.asarray(-_MIRROR, dtype=pose.dtype), pose.shape[-1] // 3)
+  return pose * sign
+
+
+def mirror_rotation_matrix(rotation):
+  """[..., 3, 3] -> M R M with M = diag(-1, 1, 1)."""
+  xp = _xp(rotation)
+  m = xp.asarray(_MIRROR, dtype=rotation.dtype)
+  return rotation * m[:, None] * m[None, :]
+
+
+def mirror_faces(faces):
+  """[F, 3] triangles with reversed winding (a mirrored mesh must flip them to face outwards)."""
+  return faces[:, ::-1]
+
+
+def mirror_hand_model(model: HandModel) -> HandModel:
+  """The mirror image of a hand model (a left hand from a right one and vice versa).
+
+  For every pose p and shape b: forward(mirrored, mirror_axis_angle(p), b) equals
+  mirror_points(forward(model, p, b)). Pose correctives follow from
+  vec(M R M - I)[a, b] = m_a m_b vec(R - I)[a, b]; the PCA basis and mean mirror like poses.
+  Fingertip ids are kept (MANO's own left file uses 445 for the middle tip; load it with
+  ``load_mano`` when that matters).
+
+  Args:
+    model: the hand model.
+
+  Returns:
+    The mirrored model, with ``side`` swapped.
+  """
+  m = _MIRROR.astype(np.float32)
+  pose_sign = np.tile(np.outer(m, m).reshape(-1), NUM_JOINTS - 1)  # [135]
+  finger_sign = np.tile(-m, NUM_JOINTS - 1)  # [45]
+  return dataclasses.replace(
+      model,
+      v_template=model.v_template * m,
+      faces=np.ascontiguousarray(mirror_faces(model.faces)),
+      shapedirs=model.shapedirs * m[None, :, None],
+      posedirs=model.posedirs * m[None, :, None] * pose_sign,
+      hands_components=model.hands_components * finger_sign,
+      hands_mean=model.hands_mean * finger_sign,
+      side="left" if model.side == "right" else "right")
+
