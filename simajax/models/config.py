@@ -1,0 +1,86 @@
+"""Width and resolution knobs of SVR-Hand, as an ml_collections ``ConfigDict``.
+
+``svr_config('official')`` is the published architecture, bit for bit (docs/ARCHITECTURE.md §1-2):
+it is the only variant that official PyTorch weights load into. The smaller variants shrink the
+channel widths but keep the mesh (778 ... 49 vertices, spiral length 9, from the topology) and the
+21 joints, so losses, metrics and data are shared by every variant:
+
+* ``small``: the CPU training default, about 10x fewer multiply-adds than ``official``.
+* ``tiny``: for tests only; a forward+backward takes well under a second on a CPU.
+
+Derived sizes are not knobs: the hourglass bottleneck (and so the attention model width) is
+``8 * base_channels``, the 2D-head input is the (input_size / 8)^2 heat-map, and the rotation
+head sees (input_size / 32)^2 tokens.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+VARIANTS = ("official", "small", "tiny")
+
+
+def svr_config(variant: str = "official") -> ml_collections.ConfigDict:
+  """The SVR model config of one variant.
+
+  Args:
+    variant: ``official``, ``small`` or ``tiny``.
+
+  Returns:
+    A ConfigDict with the fields listed in the body; ``build_svr`` consumes it.
+
+  Raises:
+    ValueError: for an unknown variant.
+  """
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown SVR variant {variant!r}; expected one of {VARIANTS}")
+  c = ml_collections.ConfigDict()
+  c.variant = variant
+  c.input_size = 128
+  # Backbone (DenseStack): stride-2 stem conv width, pre-layer MobileUnit width (x4 after Reorg),
+  # hourglass width c (= f_i channels), hourglass output channels, cap of the SE hidden width.
+  c.stem_channels = 64
+  c.pre_channels = 128
+  c.base_channels = 128
+  c.hourglass_out = 24
+  c.se_max_hidden = 256
+  c.latent_channels = 256  # mid_proj / de_layer_conv: the sampled joint and vertex feature width
+  c.uv_hidden = (128, 64)
+  # Spiral decoder widths, finest mesh level first (stage i writes decoder_channels[3 - i]).
+  c.decoder_channels = (32, 64, 128, 256)
+  c.spiral_impl = "plain"  # 'plain' or 'per_slot' (same maths; see models/spiral.py)
+  # Orientation head: attention over the 8c-wide tokens, then the MLP regressor.
+  c.attention_heads = 8
+  c.attention_head_dim = 512
+  c.attention_dropout = 0.1
+  c.rot_conv_channels = (512, 256)
+  c.rot_pre_channels = (2048, 1024)
+  c.rot_fc_channels = (512, 256, 128, 64, 32, 16)
+
+  if variant == "small":
+    c.stem_channels = 24
+    c.pre_channels = 48
+    c.base_channels = 48
+    c.hourglass_out = 24
+    c.latent_channels = 96
+    c.uv_hidden = (64, 32)
+    c.decoder_channels = (16, 32, 48, 96)
+    c.attention_heads = 4
+    c.attention_head_dim = 64
+    c.rot_conv_channels = (128, 64)
+    c.rot_pre_channels = (256, 128)
+    c.rot_fc_channels = (64, 32, 16)
+  elif variant == "tiny":
+    c.stem_channels = 8
+    c.pre_channels = 8
+    c.base_channels = 16
+    c.hourglass_out = 8
+    c.latent_channels = 16
+    c.uv_hidden = (16, 8)
+    c.decoder_channels = (8, 8, 16, 16)
+    c.attention_heads = 2
+    c.attention_head_dim = 8
+    c.rot_conv_channels = (16, 8)
+    c.rot_pre_channels = (32, 16)
+    c.rot_fc_channels = (16,)
+  return c

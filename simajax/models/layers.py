@@ -1,0 +1,361 @@
+"""Building blocks of the DenseStack backbone, with PyTorch-compatible numerics and initialisers.
+
+Everything is NHWC. The official model's conventions (docs/ARCHITECTURE.md §1.1, §3, §10) that
+Flax defaults would get wrong are reproduced explicitly:
+
+* BatchNorm: eps 1e-5, torch momentum 0.1; train mode normalises with the biased batch variance
+  but updates ``var`` with the unbiased one (n / (n - 1)), as torch does.
+* Convolutions pad symmetrically (1 on every side for 3x3, also at stride 2), have no bias unless
+  asked, and keep HWIO kernels (depthwise: [3, 3, 1, C]).
+* Initialisers: torch's kaiming-uniform(a=sqrt(5)) for conv and linear weights and biases, i.e.
+  U(-1/sqrt(fan_in), 1/sqrt(fan_in)); BatchNorm scale 1, bias 0, statistics (0, 1).
+* Reorg (2x2 space-to-depth) orders output channels c*4 + dy*2 + dx (torch, channel-major).
+* Bilinear x2 up-sampling and grid sampling use align_corners=True.
+
+Speed (docs/PERFORMANCE.md): the depthwise 3x3 is nine shifted multiply-adds on a padded input
+(XLA:CPU's grouped convolution is ~8x slower, forward and backward), and 1x1 convolutions are
+plain matmuls over the channel axis.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+def torch_uniform_init(fan_in: int) -> Callable:
+  """torch's default Linear/Conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias."""
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+class Linear(nn.Module):
+  """torch ``nn.Linear`` (kernel stored [in, out], i.e. the transposed torch weight)."""
+  features: int
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    fan_in = x.shape[-1]
+    kernel = self.param("kernel", torch_uniform_init(fan_in), (fan_in, self.features))
+    y = x @ kernel.astype(x.dtype)
+    if self.use_bias:
+      y = y + self.param("bias", torch_uniform_init(fan_in), (self.features,)).astype(x.dtype)
+    return y
+
+
+class BatchNorm(nn.Module):
+  """torch BatchNorm1d/2d over the last axis (eps 1e-5, momentum 0.1, unbiased running var).
+
+  Variables: params ``scale``, ``bias``; batch_stats ``mean``, ``var``.
+  """
+  momentum: float = 0.1  # torch convention: running = (1 - momentum) * running + momentum * batch
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,)).astype(x.dtype)
+    bias = self.param("bias", nn.initializers.zeros, (c,)).astype(x.dtype)
+    running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+    running_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+    if train:
+      n = x.size // c
+      if n < 2:
+        raise ValueError(
+            f"train-mode BatchNorm needs more than one value per channel, got input shape "
+            f"{x.shape} (the SE blocks' BatchNorm1d normalises over the batch: use batch >= 2)")
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(x, axes)
+      # Two-pass variance: as accurate as torch's, unlike E[x^2] - E[x]^2.
+      var = jnp.mean(jnp.square(x - mean), axes)
+      if not self.is_initializing():
+        m = self.momentum
+        running_mean.value = (1.0 - m) * running_mean.value + m * mean
+        running_var.value = (1.0 - m) * running_var.value + m * var * (n / (n - 1))
+    else:
+      mean = running_mean.value.astype(x.dtype)
+      var = running_var.value.astype(x.dtype)
+    inv = scale * jax.lax.rsqrt(var + self.epsilon)
+    return x * inv + (bias - mean * inv)
+
+
+def _shifted_taps(x: Array, kernel: Array) -> Array:
+  """sum over the 9 taps of shift(x) * kernel[dy, dx]: the depthwise 3x3 correlation, pad 1."""
+  h, w = x.shape[1:3]
+  k = kernel.reshape(3, 3, -1).astype(x.dtype)
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  out = None
+  for dy in range(3):
+    for dx in range(3):
+      term = xp[:, dy:dy + h, dx:dx + w, :] * k[dy, dx]
+      out = term if out is None else out + term
+  return out
+
+
+@jax.custom_vjp
+def depthwise_conv3x3(x: Array, kernel: Array) -> Array:
+  """Depthwise 3x3 convolution, stride 1, zero padding 1, as nine shifted multiply-adds.
+
+  The hand-written VJP (the input gradient is the same shifted sum with the flipped kernel;
+  the kernel gradient is nine reductions) compiles about twice as fast as autodiff of the
+  slices and runs faster; XLA:CPU's grouped convolution is several times slower backward.
+
+  Args:
+    x: [B, H, W, C].
+    kernel: [3, 3, 1, C] (HWIO with feature_group_count = C).
+
+  Returns:
+    [B, H, W, C], equal to ``lax.conv_general_dilated(..., feature_group_count=C)``.
+  """
+  return _shifted_taps(x, kernel)
+
+
+def _depthwise_fwd(x, kernel):
+  return _shifted_taps(x, kernel), (x, kernel)
+
+
+def _depthwise_bwd(residuals, g):
+  x, kernel = residuals
+  h, w = x.shape[1:3]
+  dx = _shifted_taps(g, kernel[::-1, ::-1])
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  dk = jnp.stack([jnp.sum(xp[:, dy:dy + h, dxx:dxx + w, :] * g, axis=(0, 1, 2))
+                  for dy in range(3) for dxx in range(3)])
+  return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
+
+
+depthwise_conv3x3.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
+class Conv(nn.Module):
+  """torch Conv2d with symmetric explicit padding (k // 2), HWIO kernel, optional bias.
+
+  ``depthwise=True`` is the groups = C, 3x3, stride-1 case used by the MobileUnits.
+  """
+  features: int
+  kernel_size: int = 1
+  stride: int = 1
+  depthwise: bool = False
+  use_bias: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    cin = x.shape[-1]
+    k = self.kernel_size
+    if self.depthwise:
+      if k != 3 or self.stride != 1 or self.features != cin:
+        raise ValueError(f"depthwise conv supports 3x3, stride 1, C -> C only (got k={k}, "
+                         f"stride={self.stride}, {cin} -> {self.features})")
+      fan_in = 9
+      kernel = self.param("kernel", torch_uniform_init(fan_in), (3, 3, 1, cin))
+      y = depthwise_conv3x3(x, kernel)
+    else:
+      fan_in = cin * k * k
+      kernel = self.param("kernel", torch_uniform_init(fan_in), (k, k, cin, self.features))
+      kernel = kernel.astype(x.dtype)
+      if k == 1 and self.stride == 1:
+        y = x @ kernel[0, 0]
+      else:
+        pad = k // 2
+        y = jax.lax.conv_general_dilated(
+            x, kernel, (self.stride, self.stride), ((pad, pad), (pad, pad)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if self.use_bias:
+      y = y + self.param("bias", torch_uniform_init(fan_in), (self.features,)).astype(x.dtype)
+    return y
+
+
+class ConvBN(nn.Module):
+  """The official ``conv_layer``: Conv, then optional BatchNorm, then optional ReLU.
+
+  Children ``conv`` and ``bn`` are torch's ``<p>.0`` and ``<p>.1``.
+  """
+  features: int
+  kernel_size: int = 1
+  stride: int = 1
+  depthwise: bool = False
+  use_bn: bool = True
+  relu: bool = True
+  use_bias: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    x = Conv(self.features, self.kernel_size, self.stride, self.depthwise, self.use_bias,
+             name="conv")(x)
+    if self.use_bn:
+      x = BatchNorm(name="bn")(x, train)
+    if self.relu:
+      x = nn.relu(x)
+    return x
+
+
+class LinBN(nn.Module):
+  """The official ``linear_layer``: bias-free Linear, optional BatchNorm1d, optional Hardtanh[0, 4].
+
+  Children ``linear`` and ``bn`` are torch's ``<p>.0`` and ``<p>.1``.
+  """
+  features: int
+  use_bn: bool = True
+  hardtanh: bool = True
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    x = Linear(self.features, use_bias=False, name="linear")(x)
+    if self.use_bn:
+      x = BatchNorm(name="bn")(x, train)
+    if self.hardtanh:
+      x = jnp.clip(x, 0.0, 4.0)  # torch.nn.Hardtanh(0, 4), not a ReLU
+    return x
+
+
+class MobileUnit(nn.Module):
+  """``num_dw`` depthwise 3x3 ConvBNReLU, then a 1x1 ConvBNReLU; residual when C_in == C_out.
+
+  Children: ``conv3x3_{i}`` and ``conv1x1``.
+  """
+  features: int
+  num_dw: int = 1
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    y = x
+    for i in range(self.num_dw):
+      y = ConvBN(x.shape[-1], 3, depthwise=True, name=f"conv3x3_{i}")(y, train)
+    y = ConvBN(self.features, 1, name="conv1x1")(y, train)
+    if x.shape[-1] == self.features:
+      y = y + x  # added after the ReLU, as the official mobile_unit
+    return y
+
+
+class SEBlock(nn.Module):
+  """Squeeze-and-excitation: mean pool, LinBN(C -> m, Hardtanh), LinBN(m -> C), sigmoid, scale.
+
+  m = min(C // 2, max_hidden). Children ``fc1`` and ``fc2``.
+  """
+  max_hidden: int = 256
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    c = x.shape[-1]
+    pooled = jnp.mean(x, axis=(1, 2))
+    h = LinBN(min(c // 2, self.max_hidden), name="fc1")(pooled, train)
+    gate = jax.nn.sigmoid(LinBN(c, hardtanh=False, name="fc2")(h, train))
+    return x * gate[:, None, None, :]
+
+
+class DenseBlock(nn.Module):
+  """A densely connected run of MobileUnits ``conv1``, ``conv2``, ...
+
+  Unit i reads the concatenation [input, out_1, ..., out_{i-1}] and writes ``growth[i]``
+  channels. The output is that concatenation including the last unit, or, with
+  ``keep_input=False`` (DenseBlock2_noExpand), only [out_1, ..., out_n].
+  """
+  growth: Sequence[int]
+  keep_input: bool = True
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    comb = x
+    outs = []
+    for i, g in enumerate(self.growth):
+      out = MobileUnit(g, name=f"conv{i + 1}")(comb, train)
+      outs.append(out)
+      comb = jnp.concatenate([comb, out], axis=-1)
+    return comb if self.keep_input else jnp.concatenate(outs, axis=-1)
+
+
+def dense_block2(c: int, name: str) -> DenseBlock:
+  """DenseBlock2(c): two units of c/2 channels -> 2c."""
+  return DenseBlock((c // 2, c // 2), name=name)
+
+
+def dense_block4(c: int, name: str) -> DenseBlock:
+  """DenseBlock(c) of the official code: four units of c/4 channels -> 2c."""
+  return DenseBlock((c // 4,) * 4, name=name)
+
+
+def dense_block_no_expand(c: int, name: str) -> DenseBlock:
+  """DenseBlock2_noExpand(c): units of 3c/4 and c/4 channels; output [out1, out2] = c."""
+  return DenseBlock((c * 3 // 4, c // 4), keep_input=False, name=name)
+
+
+def reorg(x: Array) -> Array:
+  """2x2 space-to-depth, torch channel order: out channel c*4 + dy*2 + dx. [B,H,W,C] -> [B,H/2,W/2,4C]."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 5, 2, 4)
+  return x.reshape(b, h // 2, w // 2, 4 * c)
+
+
+def avg_pool2(x: Array) -> Array:
+  """2x2 average pooling, stride 2."""
+  b, h, w, c = x.shape
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def upsample_nearest2(x: Array) -> Array:
+  """x2 nearest-neighbour up-sampling (each pixel repeated 2x2)."""
+  b, h, w, c = x.shape
+  x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
+  return x.reshape(b, 2 * h, 2 * w, c)
+
+
+def _align_corners_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """[n_out, n_in] linear-interpolation weights, source index = i * (n_in - 1) / (n_out - 1)."""
+  src = np.arange(n_out, dtype=np.float64) * ((n_in - 1) / (n_out - 1))
+  lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+  hi = np.minimum(lo + 1, n_in - 1)
+  frac = src - lo
+  m = np.zeros((n_out, n_in), np.float64)
+  np.add.at(m, (np.arange(n_out), lo), 1.0 - frac)
+  np.add.at(m, (np.arange(n_out), hi), frac)
+  return m
+
+
+def upsample_bilinear2_align_corners(x: Array) -> Array:
+  """x2 bilinear up-sampling with align_corners=True (torch ``nn.Upsample``), [B,H,W,C] -> [B,2H,2W,C]."""
+  _, h, w, _ = x.shape
+  mh = jnp.asarray(_align_corners_matrix(h, 2 * h), x.dtype)
+  mw = jnp.asarray(_align_corners_matrix(w, 2 * w), x.dtype)
+  x = jnp.einsum("oh,bhwc->bowc", mh, x)
+  return jnp.einsum("pw,bowc->bopc", mw, x)
+
+
+def grid_sample_align_corners(feature: Array, grid: Array) -> Array:
+  """Bilinear sampling of a feature map at points, torch ``grid_sample(align_corners=True)``.
+
+  Zero padding outside the map. Pixel coordinates are x = (g_x + 1) / 2 * (W - 1) and likewise
+  y; the gradient with respect to the grid is torch's (taken from the floor cell).
+
+  Args:
+    feature: [B, H, W, C].
+    grid: [B, P, 2], (x, y) in [-1, 1].
+
+  Returns:
+    [B, P, C].
+  """
+  _, h, w, _ = feature.shape
+
+  def axis_weights(coord, size):
+    pix = (coord + 1.0) * 0.5 * (size - 1)
+    lo = jnp.floor(pix)
+    frac = pix - lo
+    cells = jnp.arange(size, dtype=pix.dtype)
+    lo = jax.lax.stop_gradient(lo)[..., None]
+    return (jnp.where(cells == lo, 1.0 - frac[..., None], 0.0)
+            + jnp.where(cells == lo + 1.0, frac[..., None], 0.0))  # [B, P, size]
+
+  wx = axis_weights(grid[..., 0], w)
+  wy = axis_weights(grid[..., 1], h)
+  return jnp.einsum("bph,bpw,bhwc->bpc", wy, wx, feature)

@@ -1,0 +1,74 @@
+"""The SVR's orientation branch (docs/ARCHITECTURE.md §1.4).
+
+* ``ResidualMapping``: x + 3 x [1x1 conv with bias, BN, ReLU](x); the official
+  ``shared_encoding_mapping`` (on the detached f_i, before the orientation encoder, a
+  ``DenseStack`` in its ``encoder`` variant) and ``j_latent_mapping`` (on the detached j_latent,
+  giving f_j).
+* ``RotationRegressor`` (``SIMA_GlobRotReg``, torch ``rot_reg``): the orientation-feature
+  enhancement (OFE: self-attention on the f_j tokens and on the f_o tokens, then cross-attention,
+  query h_j, key/value h_o, giving f̂_o) and the regressor (two k=1 Conv1d, a channel-major
+  flatten, the pre block and the fc block) to a 6D rotation.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+
+from simajax.models import layers
+from simajax.models.attention import MultiHeadAttention
+
+Array = jax.Array
+
+
+class ResidualMapping(nn.Module):
+  """x + mapping(x), mapping = ``num_layers`` x [1x1 conv with bias, BN, ReLU] (``block_{i}``)."""
+  num_layers: int = 3
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> tuple[Array, Array]:
+    """Returns (x + residual, residual), both shaped like x [B, H, W, C]."""
+    residual = x
+    for i in range(self.num_layers):
+      residual = layers.ConvBN(x.shape[-1], 1, use_bias=True, name=f"block_{i}")(residual, train)
+    return x + residual, residual
+
+
+class RotationRegressor(nn.Module):
+  """f_j and f_o tokens [B, T, D] -> (6D rotation [B, 6], intermediates).
+
+  Children: ``self_attn_1``, ``self_attn_2``, ``crs_attn`` (attention), ``conv_block_{0,2}``
+  (k=1 Conv1d as Linear), ``pre_block_{0,2}`` and ``fc_block_1_{0,2,...}`` (Linear with bias),
+  named after torch's Sequential indices.
+  """
+  num_heads: int = 8
+  head_dim: int = 512
+  dropout: float = 0.1
+  conv_channels: Sequence[int] = (512, 256)
+  pre_channels: Sequence[int] = (2048, 1024)
+  fc_channels: Sequence[int] = (512, 256, 128, 64, 32, 16)
+
+  @nn.compact
+  def __call__(self, f_j: Array, f_o: Array, train: bool) -> tuple[Array, dict[str, Array]]:
+    mha = lambda name: MultiHeadAttention(self.num_heads, self.head_dim, self.dropout,  # noqa: E731
+                                          name=name)
+    h_j = mha("self_attn_1")(f_j, f_j, f_j, train)
+    h_o = mha("self_attn_2")(f_o, f_o, f_o, train)
+    f_o_hat = mha("crs_attn")(h_j, h_o, h_o, train)
+    mids = {"attn_self_j_tokens": h_j, "attn_self_o_tokens": h_o,
+            "orientation_feature_enhanced_f_o_hat": f_o_hat}
+    x = f_o_hat
+    for i, width in enumerate(self.conv_channels):
+      x = nn.relu(layers.Linear(width, name=f"conv_block_{2 * i}")(x))
+    mids["rot_conv_block"] = x  # token-major [B, T, C]; torch's is [B, C, T]
+    b, t, c = x.shape
+    x = x.transpose(0, 2, 1).reshape(b, c * t)  # torch flattens channel-major: c * T + t
+    for i, width in enumerate(self.pre_channels):
+      x = nn.relu(layers.Linear(width, name=f"pre_block_{2 * i}")(x))
+    mids["rot_pre_block"] = x
+    for i, width in enumerate(self.fc_channels):
+      x = nn.relu(layers.Linear(width, name=f"fc_block_1_{2 * i}")(x))
+    rot6d = layers.Linear(6, name=f"fc_block_1_{2 * len(self.fc_channels)}")(x)
+    return rot6d, mids

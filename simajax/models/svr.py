@@ -1,0 +1,206 @@
+"""SVR-Hand, the single-view reconstructor (official ``SVRHand``; docs/ARCHITECTURE.md §1).
+
+image -> backbone (f_i, j_latent, latent, uv)
+      -> shape branch: lifting (f_v) -> spiral decoder -> canonical vertices -> joints
+      -> orientation branch: f_o = dense_stack3(mapping(stop_grad(f_i))),
+         f_j = mapping(stop_grad(j_latent)), OFE attention (f̂_o) -> 6D rotation
+      -> rotated mesh: (stop_grad(V) - stop_grad(r)) R^T + r, r = wrist joint.
+
+Gradients are stopped exactly where the official code detaches (§1.6): the orientation branch
+never trains the backbone, and the rotated outputs train the root position but not the rest of
+the canonical mesh.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from simajax import geometry
+from simajax.mesh import MeshTopology
+from simajax.models import backbone as backbone_lib
+from simajax.models.lifting import Lifting
+from simajax.models.orientation import ResidualMapping, RotationRegressor
+from simajax.models.spiral import SPIRAL_IMPLS, SpiralDecoder
+
+Array = jax.Array
+
+OUTPUT_KEYS = ("verts3d_wo_gr", "joints3d_wo_gr", "verts3d_w_gr", "joints3d_w_gr", "joints_img",
+               "glob_rot6d", "glob_rot_mat")
+
+
+def to_tokens(x: Array) -> Array:
+  """[B, h, w, C] -> [B, h * w, C], token t = row * w + col (torch: flatten(2).transpose)."""
+  b, h, w, c = x.shape
+  return x.reshape(b, h * w, c)
+
+
+class SVRHand(nn.Module):
+  """The SVR network. Build it with ``build_svr``; field meanings in ``models/config.py``.
+
+  ``__call__(images, train)`` returns ``(outputs, intermediates)``: outputs keyed by
+  ``OUTPUT_KEYS`` (metres, MANO frame; joints_img in [0, 1] crop units; rotation rows
+  convention), intermediates a flat dict of NHWC / token-major features named as the golden
+  parity data's ``mid/`` keys. Variables: ``params`` and ``batch_stats``; dropout rng 'dropout'.
+  """
+  spirals: Sequence[np.ndarray]
+  up_matrices: Sequence[np.ndarray]
+  joint_regressor: np.ndarray
+  input_size: int = 128
+  stem_channels: int = 64
+  pre_channels: int = 128
+  base_channels: int = 128
+  hourglass_out: int = 24
+  se_max_hidden: int = 256
+  latent_channels: int = 256
+  uv_hidden: Sequence[int] = (128, 64)
+  decoder_channels: Sequence[int] = (32, 64, 128, 256)
+  spiral_impl: str = "plain"
+  attention_heads: int = 8
+  attention_head_dim: int = 512
+  attention_dropout: float = 0.1
+  rot_conv_channels: Sequence[int] = (512, 256)
+  rot_pre_channels: Sequence[int] = (2048, 1024)
+  rot_fc_channels: Sequence[int] = (512, 256, 128, 64, 32, 16)
+
+  @nn.compact
+  def __call__(self, images: Array, train: bool) -> tuple[dict[str, Array], dict[str, Array]]:
+    """Runs the SVR on [B, S, S, 3] RGB images in [0, 1] (no mean/std normalisation)."""
+    s = self.input_size
+    if images.ndim != 4 or images.shape[1:] != (s, s, 3):
+      raise ValueError(f"SVRHand expects images [B, {s}, {s}, 3] (NHWC RGB), got {images.shape}")
+    num_joints = self.joint_regressor.shape[0]
+    feats, mids = backbone_lib.Backbone(
+        self.stem_channels, self.pre_channels, self.base_channels, self.hourglass_out,
+        self.latent_channels, tuple(self.uv_hidden), num_joints, self.se_max_hidden,
+        name="backbone")(images, train)
+
+    # Shape branch.
+    coarse_vertices = self.up_matrices[-1].shape[1]
+    f_v, lifting_mids = Lifting(coarse_vertices, name="lifting")(feats.latent, feats.uv)
+    mids.update(lifting_mids)
+    verts, decoder_mids = SpiralDecoder(tuple(self.decoder_channels), tuple(self.up_matrices),
+                                        tuple(self.spirals), self.spiral_impl,
+                                        name="decoder3d")(f_v)
+    mids.update(decoder_mids)
+    regressor = self.param("mano_joint_reg", lambda *_: jnp.asarray(self.joint_regressor))
+    joints = jnp.einsum("jv,bvc->bjc", regressor.astype(verts.dtype), verts)
+
+    # Orientation branch, on detached backbone features.
+    share = jax.lax.stop_gradient(feats.f_i)
+    shared_sum, shared_residual = ResidualMapping(name="shared_encoding_mapping")(share, train)
+    f_o = backbone_lib.DenseStack(self.hourglass_out, backbone_lib.ENCODER, self.se_max_hidden,
+                                  name="dense_stack3")(shared_sum, train)
+    j_latent = jax.lax.stop_gradient(feats.j_latent)
+    f_j, j_residual = ResidualMapping(name="j_latent_mapping")(j_latent, train)
+    mids.update({"shared_encoding_residual": shared_residual, "shared_encoding_sum": shared_sum,
+                 "orientation_feature_f_o": f_o, "j_latent_residual": j_residual,
+                 "joint_feature_f_j": f_j})
+    rot6d, rot_mids = RotationRegressor(
+        self.attention_heads, self.attention_head_dim, self.attention_dropout,
+        tuple(self.rot_conv_channels), tuple(self.rot_pre_channels), tuple(self.rot_fc_channels),
+        name="rot_reg")(to_tokens(f_j), to_tokens(f_o), train)
+    mids.update(rot_mids)
+    rot_mat = geometry.rot6d_to_matrix(rot6d)
+
+    # Rotate about the wrist. The canonical mesh and the subtracted root are detached; the
+    # added-back root is not, so the rotated-mesh losses still train the root position.
+    root = joints[:, 0]
+    root_sg = jax.lax.stop_gradient(root)
+    root_grad = (root - root_sg)[:, None, :]  # zero in value, identity in gradient
+    verts_w_gr = geometry.rotate_about_root(jax.lax.stop_gradient(verts), rot_mat, root_sg)
+    joints_w_gr = geometry.rotate_about_root(jax.lax.stop_gradient(joints), rot_mat, root_sg)
+    outputs = {
+        "verts3d_wo_gr": verts, "joints3d_wo_gr": joints,
+        "verts3d_w_gr": verts_w_gr + root_grad, "joints3d_w_gr": joints_w_gr + root_grad,
+        "joints_img": feats.uv, "glob_rot6d": rot6d, "glob_rot_mat": rot_mat,
+    }
+    return outputs, mids
+
+
+def init_variables(model: SVRHand, seed: int = 0) -> dict:
+  """Fresh variables {'params', 'batch_stats'} of ``model`` (the torch initialisers).
+
+  Equivalent to ``model.init`` but compiles several times faster on XLA:CPU: the forward pass
+  is not traced (``lazy_init``), and the key is an 'unsafe_rbg' one, because the ~600
+  parameters each need a fold-in per module level, and compiling that many threefry hashes takes
+  about a minute on two cores whatever the model width.
+
+  Args:
+    model: the module (``build_svr``).
+    seed: init seed.
+  """
+  s = model.input_size
+  images = jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32)
+  key = jax.random.key(seed, impl="unsafe_rbg")
+  return jax.jit(lambda k: model.lazy_init({"params": k}, images, train=False))(key)
+
+
+def decoder_topology(topology: MeshTopology, num_stages: int):
+  """(spirals, dense up-sampling matrices) of levels 0..num_stages-1, validated.
+
+  Raises:
+    ValueError: when the topology has too few levels or inconsistent table sizes.
+  """
+  if len(topology.spirals) < num_stages or len(topology.up) < num_stages:
+    raise ValueError(f"the decoder needs spirals and up-sampling matrices for {num_stages} mesh "
+                     f"levels; the topology has {len(topology.spirals)} and {len(topology.up)}")
+  sizes = topology.level_sizes
+  spirals = tuple(np.asarray(topology.spirals[l], np.int32) for l in range(num_stages))
+  ups = tuple(topology.up_dense(l, np.float32) for l in range(num_stages))
+  for l in range(num_stages):
+    if spirals[l].shape[0] != sizes[l] or ups[l].shape != (sizes[l], sizes[l + 1]):
+      raise ValueError(f"mesh level {l}: spiral table {spirals[l].shape} and up-sampling matrix "
+                       f"{ups[l].shape} do not match the level sizes {sizes}")
+  return spirals, ups
+
+
+def build_svr(model_config: ml_collections.ConfigDict, topology: MeshTopology) -> SVRHand:
+  """Builds the SVR of a config (``svr_config``) on a mesh topology.
+
+  Args:
+    model_config: the ``model`` ConfigDict (fields of ``simajax.models.config.svr_config``).
+    topology: the mesh hierarchy; its spirals, up-sampling matrices and joint regressor (the
+      init of the trainable ``mano_joint_reg``) are baked into the module.
+
+  Returns:
+    An unbound ``SVRHand``.
+
+  Raises:
+    ValueError: when the topology has no joint regressor or does not fit the decoder, or a knob
+      is invalid.
+  """
+  c = model_config
+  if topology.joint_regressor is None:
+    raise ValueError("the mesh topology has no joint_regressor; SVRHand needs it to initialise "
+                     "mano_joint_reg (use a topology file with a 'joint_regressor' array)")
+  if c.spiral_impl not in SPIRAL_IMPLS:
+    raise ValueError(f"model.spiral_impl must be one of {SPIRAL_IMPLS}, got {c.spiral_impl!r}")
+  if c.input_size % 32:
+    raise ValueError(f"model.input_size must be a multiple of 32, got {c.input_size}")
+  if c.base_channels % 2:
+    raise ValueError(f"model.base_channels must be even (dense-block growth c/2), "
+                     f"got {c.base_channels}")
+  channels = tuple(int(x) for x in c.decoder_channels)
+  spirals, ups = decoder_topology(topology, len(channels))
+  regressor = np.asarray(topology.joint_regressor, np.float32)
+  if regressor.shape[1] != topology.level_sizes[0]:
+    raise ValueError(f"joint_regressor {regressor.shape} does not match the "
+                     f"{topology.level_sizes[0]}-vertex mesh")
+  return SVRHand(
+      spirals=spirals, up_matrices=ups, joint_regressor=regressor,
+      input_size=int(c.input_size), stem_channels=int(c.stem_channels),
+      pre_channels=int(c.pre_channels), base_channels=int(c.base_channels),
+      hourglass_out=int(c.hourglass_out), se_max_hidden=int(c.se_max_hidden),
+      latent_channels=int(c.latent_channels), uv_hidden=tuple(int(x) for x in c.uv_hidden),
+      decoder_channels=channels, spiral_impl=str(c.spiral_impl),
+      attention_heads=int(c.attention_heads), attention_head_dim=int(c.attention_head_dim),
+      attention_dropout=float(c.attention_dropout),
+      rot_conv_channels=tuple(int(x) for x in c.rot_conv_channels),
+      rot_pre_channels=tuple(int(x) for x in c.rot_pre_channels),
+      rot_fc_channels=tuple(int(x) for x in c.rot_fc_channels))

@@ -1,0 +1,181 @@
+"""The SVR top module: official sizes, output conventions, gradient stops, train mode.
+
+Numerical parity with the official model is in test_parity.py; here the tiny variant checks the
+wiring against relations computed independently in numpy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from simajax.models import OUTPUT_KEYS, build_svr, svr_config
+
+# docs/ARCHITECTURE.md §2.2 (torch module sizes); the backbone's includes the never-called
+# dense_stack1.senet3 (526,848), which simajax does not create.
+OFFICIAL_SIZES = {
+    "backbone": 8_579_032 - 526_848,
+    "lifting": 65_536 + 1_029,  # de_layer_conv + the 49x21 lifting matrix "upsample"
+    "decoder3d": 978_243,
+    "mano_joint_reg": 16_338,
+    "shared_encoding_mapping": 50_304,
+    "dense_stack3": 3_936_064,
+    "j_latent_mapping": 3_154_944,
+    "rot_reg": 62_182_742,
+}
+
+
+def param_shapes(model, batch=2):
+  return jax.eval_shape(lambda: model.init({"params": jax.random.key(0)},
+                                           jnp.zeros((batch, 128, 128, 3)), train=False))
+
+
+def size(tree) -> int:
+  return sum(x.size for x in jax.tree.leaves(tree))
+
+
+def test_official_parameter_count(reference_topology):
+  shapes = param_shapes(build_svr(svr_config("official"), reference_topology))
+  params = shapes["params"]
+  assert {k: size(v) for k, v in params.items()} == OFFICIAL_SIZES
+  assert size(params) == 78_964_232 - 526_848 == 78_437_384
+  # 148 BatchNorm layers of the official model less the two of the unused SE block.
+  assert size(shapes["batch_stats"]) // 2 == sum(
+      v.shape[0] for k, v in flax.traverse_util.flatten_dict(shapes["batch_stats"]).items()
+      if k[-1] == "mean")
+  assert sum(1 for k in flax.traverse_util.flatten_dict(shapes["batch_stats"])
+             if k[-1] == "mean") == 148 - 2
+
+
+@pytest.mark.parametrize("variant", ["small", "tiny"])
+def test_reduced_variants_keep_the_mesh(variant, reference_topology):
+  model = build_svr(svr_config(variant), reference_topology)
+  shapes = param_shapes(model)
+  outputs, mids = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 128, 128, 3)),
+                                                       train=False), shapes)
+  assert outputs["verts3d_wo_gr"].shape == (2, 778, 3)
+  assert outputs["joints3d_w_gr"].shape == (2, 21, 3)
+  assert mids["lifted_vertex_feature_f_v"].shape[:2] == (2, 49)
+  assert [mids[f"decoder_stage{i}"].shape[1] for i in range(4)] == [98, 195, 389, 778]
+  assert size(shapes["params"]) < 78_437_384 / 10
+
+
+def test_build_svr_needs_a_joint_regressor(reference_topology):
+  topology = dataclasses.replace(reference_topology, joint_regressor=None)
+  with pytest.raises(ValueError, match="joint_regressor"):
+    build_svr(svr_config("tiny"), topology)
+
+
+def test_rejects_wrong_image_layout(reference_topology):
+  model = build_svr(svr_config("tiny"), reference_topology)
+  with pytest.raises(ValueError, match=r"\[B, 128, 128, 3\]"):
+    jax.eval_shape(lambda: model.init({"params": jax.random.key(0)},
+                                      jnp.zeros((2, 3, 128, 128)), train=False))
+
+
+def he_variables(abstract, topology, seed=0):
+  """Variables with O(1) activations (the parity recipe's scales), without compiling an init."""
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name = path[-1].key
+    if name == "mano_joint_reg":
+      return np.asarray(topology.joint_regressor, np.float32)
+    if name == "upsample":
+      return np.full(leaf.shape, 1.0 / leaf.shape[1], np.float32)
+    if name in ("scale", "var"):
+      return rng.uniform(0.8, 1.2, leaf.shape).astype(np.float32)
+    if name in ("bias", "mean"):
+      return rng.normal(0.0, 0.02, leaf.shape).astype(np.float32)
+    fan_in = int(np.prod(leaf.shape[:-1]))
+    return rng.normal(0.0, np.sqrt(2.0 / fan_in), leaf.shape).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, abstract)
+
+
+@pytest.fixture(scope="module")
+def tiny(reference_topology):
+  model = build_svr(svr_config("tiny"), reference_topology)
+  variables = he_variables(param_shapes(model), reference_topology)
+  images = np.random.default_rng(0).random((3, 128, 128, 3), dtype=np.float32)
+  return model, variables, images
+
+
+def test_eval_outputs_and_gradient_stops(tiny):
+  model, variables, images = tiny
+  params, stats = variables["params"], variables["batch_stats"]
+  w_verts = np.random.default_rng(1).normal(size=(3, 778, 3)).astype(np.float32)
+
+  def apply(p):
+    return model.apply({"params": p, "batch_stats": stats}, images, train=False)
+
+  def orientation_loss(p):  # L_R- and L_OE-like terms
+    outputs, mids = apply(p)
+    return (jnp.sum(outputs["glob_rot_mat"] ** 2)
+            + jnp.sum(mids["orientation_feature_enhanced_f_o_hat"] ** 2))
+
+  def rotated_mesh_loss(shape_params, p):
+    outputs, _ = apply({**p, **shape_params})
+    return jnp.sum(outputs["verts3d_w_gr"] * w_verts)
+
+  def weighted_root(shape_params, p):
+    outputs, _ = apply({**p, **shape_params})
+    return jnp.sum(outputs["joints3d_wo_gr"][:, 0] * w_verts.sum(axis=1))
+
+  @jax.jit
+  def run(p):
+    shape_params = {"decoder3d": p["decoder3d"], "mano_joint_reg": p["mano_joint_reg"]}
+    return (apply(p), jax.grad(orientation_loss)(p),
+            jax.grad(rotated_mesh_loss)(shape_params, p), jax.grad(weighted_root)(shape_params, p))
+
+  (outputs, mids), g_orient, g_rot, g_root = run(params)
+  assert set(outputs) == set(OUTPUT_KEYS)
+  verts = np.asarray(outputs["verts3d_wo_gr"], np.float64)
+  joints = np.einsum("jv,bvc->bjc", np.asarray(params["mano_joint_reg"], np.float64), verts)
+  np.testing.assert_allclose(outputs["joints3d_wo_gr"], joints, rtol=1e-4, atol=1e-6)
+  rot = np.asarray(outputs["glob_rot_mat"], np.float64)
+  np.testing.assert_allclose(rot @ rot.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rot.shape),
+                             atol=1e-5)
+  np.testing.assert_allclose(np.linalg.det(rot), 1.0, atol=1e-5)
+  np.testing.assert_allclose(rot[:, 0], outputs["glob_rot6d"][:, :3]
+                             / np.linalg.norm(outputs["glob_rot6d"][:, :3], axis=-1,
+                                              keepdims=True), atol=1e-5)  # rows convention
+  root = joints[:, :1]
+  np.testing.assert_allclose(outputs["verts3d_w_gr"],
+                             (verts - root) @ rot.transpose(0, 2, 1) + root, rtol=1e-4, atol=1e-6)
+  assert np.array_equal(outputs["joints_img"], mids["uv_raw"])
+  assert mids["orientation_feature_enhanced_f_o_hat"].shape == (3, 16, 128)
+
+  # The rotation and f̂_o losses reach the orientation branch only (ARCHITECTURE §1.6).
+  assert all(not np.any(leaf) for leaf in jax.tree.leaves(g_orient["backbone"]))
+  assert all(not np.any(leaf) for leaf in jax.tree.leaves(g_orient["decoder3d"]))
+  for branch in ("rot_reg", "dense_stack3", "shared_encoding_mapping", "j_latent_mapping"):
+    assert any(np.any(leaf) for leaf in jax.tree.leaves(g_orient[branch])), branch
+  # The rotated mesh trains the shape branch only through the added-back root:
+  # d/dθ sum(W * ((V - r) R^T + r)) with V, r detached on the left = d/dθ sum_v W_v · r.
+  for a, b in zip(jax.tree.leaves(g_rot), jax.tree.leaves(g_root)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * np.abs(b).max())
+  assert any(np.any(leaf) for leaf in jax.tree.leaves(g_root["decoder3d"]))
+
+
+def test_train_mode_updates_statistics_and_uses_dropout(tiny):
+  model, variables, images = tiny
+
+  @jax.jit
+  def train_apply(v, key):
+    return model.apply(v, images, train=True, mutable=["batch_stats"], rngs={"dropout": key})
+
+  (out_a, _), updates = train_apply(variables, jax.random.key(1))
+  (out_b, _), _ = train_apply(variables, jax.random.key(2))
+  flat_old = flax.traverse_util.flatten_dict(variables["batch_stats"])
+  flat_new = flax.traverse_util.flatten_dict(updates["batch_stats"])
+  assert flat_old.keys() == flat_new.keys()
+  assert all(not np.allclose(flat_old[k], flat_new[k]) for k in flat_old)
+  # Dropout sits in the orientation head only: the shape branch is rng-independent.
+  np.testing.assert_array_equal(out_a["verts3d_wo_gr"], out_b["verts3d_wo_gr"])
+  assert not np.allclose(out_a["glob_rot6d"], out_b["glob_rot6d"])
