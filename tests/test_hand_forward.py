@@ -133,9 +133,10 @@ def test_global_rotation_is_about_rest_wrist_and_trans_adds(model):
   np.testing.assert_allclose(out.joints16[0, 0], wrist, atol=1e-6)
   trans = np.array([[0.1, -0.2, 0.5], [0.0, 0.3, -0.1]])
   moved = hand_forward(model, pose, betas, trans, flat_hand_mean=True)
-  np.testing.assert_allclose(moved.vertices - out.vertices, np.broadcast_to(trans[:, None], out.vertices.shape),
+  shift = trans[:, None]
+  np.testing.assert_allclose(moved.vertices - out.vertices, np.broadcast_to(shift, (2, NV, 3)),
                              atol=1e-6)
-  np.testing.assert_allclose(moved.joints21 - out.joints21, np.broadcast_to(trans[:, None], out.joints21.shape),
+  np.testing.assert_allclose(moved.joints21 - out.joints21, np.broadcast_to(shift, (2, 21, 3)),
                              atol=1e-6)
 
 

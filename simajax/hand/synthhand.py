@@ -73,11 +73,11 @@ _THENAR_RINGS = (2, 6)  # Palm rings spanned by the thumb opening.
 _THENAR_ENTRIES = (28, 0)  # Palm-loop entries spanned by the thumb opening (cyclic).
 _CAP_LATITUDES = (1.0,)  # Tip caps: ring latitudes (radians) before the apex.
 _SMOOTHING_STEPS = 4
+_MIN_WEIGHT = 0.01  # Skinning weights below this are dropped.
 _THUMB_BASE_RING = 12  # The thumb's rings over the thenar have more vertices ...
 _THUMB_WIDE_UNTIL = 0.022  # ... up to this arc length from its first joint.
 
 
-@functools.lru_cache(maxsize=2)
 def synthhand_model(side: str = "right") -> HandModel:
   """The SynthHand model (built once per side, then cached).
 
@@ -87,10 +87,18 @@ def synthhand_model(side: str = "right") -> HandModel:
   Returns:
     A ``HandModel`` named 'synthhand'.
   """
-  if side == "left":
-    return mirror_hand_model(synthhand_model("right"))
-  if side != "right":
+  if side not in ("right", "left"):
     raise ValueError(f"side must be 'right' or 'left', got {side!r}")
+  return _cached_model(side)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(side: str) -> HandModel:
+  return mirror_hand_model(_cached_model("right")) if side == "left" else build_synthhand()
+
+
+def build_synthhand() -> HandModel:
+  """Builds the right SynthHand from scratch (deterministic; ``synthhand_model`` caches it)."""
   mesh = _build_mesh()
   joints = anatomy.rest_joints()
   geometry = _DigitGeometry(mesh.vertices, mesh.part, joints)
@@ -517,7 +525,7 @@ def _ramp(x, center, half_width):
 def _chain_ramps(digit: str, arc: np.ndarray) -> np.ndarray:
   """[V, 3] smooth indicators of having passed the digit's 1st, 2nd and 3rd joint."""
   ends = np.concatenate([[0.0], np.cumsum(SEGMENT_LENGTHS[digit])[:2]])
-  half_widths = (0.011, 0.0065, 0.0055) if digit == "thumb" else (0.010, 0.006, 0.005)
+  half_widths = (0.011, 0.009, 0.008) if digit == "thumb" else (0.010, 0.008, 0.007)
   return np.stack([_ramp(arc, e, h) for e, h in zip(ends, half_widths)], axis=1)
 
 
@@ -548,7 +556,10 @@ def _skinning_weights(mesh: _Mesh, geometry: _DigitGeometry) -> np.ndarray:
   over = total > 1.0
   weights[over] /= total[over, None]
   weights[:, 0] = 1.0 - weights.sum(axis=1)
-  return _diffuse(mesh.faces, weights, steps=2)
+  weights = _diffuse(mesh.faces, weights, steps=3)
+  # Diffusion leaves long tails of tiny weights; cut them so each joint only moves its region.
+  weights[weights < _MIN_WEIGHT] = 0.0
+  return weights / weights.sum(axis=1, keepdims=True)
 
 
 def _diffuse(faces: np.ndarray, values: np.ndarray, steps: int, rate: float = 0.5) -> np.ndarray:
