@@ -5,7 +5,7 @@ random global orientation and 0-3 grasp-like occluders, rendered by 8 calibrated
 (``scene.py``). Configs (train / validation / test frames, image side):
 
   tiny      16 / 4 / 4 frames at 96 px: tests, builds in seconds.
-  small     1,200 / 150 / 150 frames at 128 px: the main job's default (minutes on 2 cores).
+  small     1,000 / 100 / 100 frames at 128 px: the main job's default (~2 minutes on 2 cores).
   default   18,000 / 1,000 / 1,000 frames at 224 px (HanCo's size): experiments.
   *_mano    the same with the user's MANO model instead of SynthHand (pass ``mano_path``).
 
@@ -26,6 +26,7 @@ import tensorflow_datasets as tfds
 
 from data_pipelines import schema
 from data_pipelines.synthetic_hands import scene
+from simajax.hand import load_hand_model
 
 _HAND_BATCH = 128  # frames posed per hand-model call
 _MIN_FRAMES_FOR_WORKERS = 64  # below this, starting worker processes costs more than it saves
@@ -50,7 +51,7 @@ class SyntheticHandsConfig(tfds.core.BuilderConfig):
 def _configs():
   sizes = {
       "tiny": ((16, 4, 4), 96, "Tests: builds in seconds."),
-      "small": ((1200, 150, 150), 128, "The main job's default."),
+      "small": ((1000, 100, 100), 128, "The main job's default."),
       "default": ((18000, 1000, 1000), 224, "Experiments (HanCo-sized images)."),
   }
   configs = []
@@ -108,8 +109,6 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
             for split, count in zip(scene.SPLITS, self.builder_config.frames)}
 
   def _generate_examples(self, split: str, num_frames: int):
-    from simajax.hand import load_hand_model  # imported here: only building needs JAX
-
     cfg = self.builder_config
     model = load_hand_model(self._mano_path if cfg.hand_model == "mano" else None)
     job = _RenderJob(faces=np.asarray(model.faces, np.int64), seed=cfg.seed, split=split,

@@ -24,11 +24,14 @@ Scene conventions (world frame = metres, the hand centred at the origin):
 from __future__ import annotations
 
 import dataclasses
+
+import jax
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from data_pipelines import schema
 from simajax import geometry
+from simajax.hand import hand_forward, sample_pose, sample_shape
 from simajax.render import primitives
 from simajax.render.rasterizer import project
 from simajax.render.scene import Mesh, render_scene, silhouette
@@ -122,20 +125,17 @@ def sample_hands(model, seed: int, split: str, indices, batch: int = 128) -> lis
   Returns:
     One ``HandSample`` per index, in order.
   """
-  import jax  # JAX is only needed here, in the process that batches the hands.
-  from simajax import hand
-
   indices = list(indices)
   poses, betas, rotations = [], [], []
   for index in indices:
     rng = frame_rng(seed, split, index, 0)
     # Finger values relative to hands_mean: the flat_hand_mean=False convention of the schema.
-    poses.append(np.array(hand.sample_pose(rng, 1, global_rotation=False,
-                                           hands_mean=np.asarray(model.hands_mean)),
+    poses.append(np.array(sample_pose(rng, 1, global_rotation=False,
+                                      hands_mean=np.asarray(model.hands_mean)),
                           np.float64).reshape(-1))
-    betas.append(np.array(hand.sample_shape(rng, 1), np.float64).reshape(-1))
+    betas.append(np.array(sample_shape(rng, 1), np.float64).reshape(-1))
     rotations.append(random_rotation(rng))
-  forward = jax.jit(hand.hand_forward)
+  forward = jax.jit(hand_forward)
   verts, joints = [], []
   for start in range(0, len(indices), batch):
     pose_chunk = np.zeros((batch, len(poses[0])), np.float32)
@@ -155,7 +155,8 @@ def _unit(v):
 
 
 def _palm_frame(joints: np.ndarray):
-  """Palm centre, palmar normal and across-palm direction of a right hand (canonical joints).
+  """Palm centre and unit palmar normal, across-palm (pinky to index) and wrist-to-knuckles
+  directions of a right hand, from its canonical joints.
 
   The palmar normal is the palm plane's normal turned towards -y, the palm side of the hand
   model frame (simajax.hand.anatomy): fingers curl that way.
@@ -171,7 +172,7 @@ def _palm_frame(joints: np.ndarray):
 
 
 def _occluders(hand: HandSample, rng: np.random.Generator, config: SceneConfig):
-  """Grasp-like occluder meshes (world frame) with their colours."""
+  """0-3 grasp-like occluder meshes (world frame), each with a random colour."""
   count = rng.choice(len(config.occluder_counts), p=config.occluder_counts)
   joints = hand.joints_canonical
   centre, normal, across, along = _palm_frame(joints)
@@ -255,7 +256,7 @@ def _cameras(radius: float, min_distance: float, rng: np.random.Generator, confi
     target = rng.normal(0, 0.15 * radius, size=3)
     eye = target + distance * direction
     forward = _unit(target - eye)
-    up = _unit(rng.normal(size=3) - np.dot(rng.normal(size=3), forward) * forward)
+    up = rng.normal(size=3)  # a random roll about the viewing axis
     right = _unit(np.cross(forward, up))
     down = np.cross(forward, right)
     rotation = np.stack([right, down, forward])  # rows: camera axes in the world frame
