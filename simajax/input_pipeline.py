@@ -151,6 +151,12 @@ def example_addresses(config: InputConfig) -> np.ndarray:
   return np.flatnonzero(valid.any(axis=1))
 
 
+@functools.lru_cache(maxsize=4)
+def _epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
+  """The example order of one epoch (cached: every batch of the epoch needs it)."""
+  return np.random.default_rng([seed, epoch]).permutation(size)
+
+
 class _Loader:
   """Turns global example positions into samples; picklable, so grain workers can run it."""
 
@@ -166,15 +172,12 @@ class _Loader:
     self.process_index = process_index
     self.local_batch = config.batch_size // process_count
 
-  def _epoch_order(self, epoch: int) -> np.ndarray:
-    return np.random.default_rng([self.config.seed, epoch]).permutation(len(self.addresses))
-
   def train_batch(self, step: int) -> dict[str, np.ndarray]:
     """This process's share of global training batch ``step`` (shuffled, augmented)."""
     first = step * self.config.batch_size + self.process_index * self.local_batch
     positions = range(first, first + self.local_batch)
     n = len(self.addresses)
-    orders = {e: self._epoch_order(e) for e in {g // n for g in positions}}
+    orders = {e: _epoch_order(self.config.seed, e, n) for e in {g // n for g in positions}}
     examples = [self._load(self.addresses[orders[g // n][g % n]], g, self.config.augment)
                 for g in positions]
     return _stack(examples, np.ones(len(examples), np.float32))
@@ -302,8 +305,14 @@ class TrainIterator:
       if key != "step" and state.get(key) != value:
         raise ValueError(f"input state field '{key}' is {state.get(key)!r}, this pipeline has "
                          f"{value!r}; it cannot resume that position")
+    self.close()
     self._step = int(state["step"])
-    self._iterator = None
+
+  def close(self) -> None:
+    """Stops the current grain iterator (and its worker processes); ``next`` restarts it."""
+    if self._iterator is not None:
+      self._iterator.close()
+      self._iterator = None
 
 
 class EvalIterable:
