@@ -185,14 +185,19 @@ def test_cli_prints_a_summary(data_dir, capsys):
   assert build.ensure_built(TINY, data_dir) == input_pipeline.dataset_dir(TINY, data_dir)
 
 
-def test_mano_path_selects_the_mano_twin(tmp_path):
-  """--mano switches a config to its *_mano twin (its own directory); *_mano needs the file."""
+def test_the_config_name_decides_the_hand_model(tmp_path):
+  """*_mano configs need an existing MANO file; SynthHand configs refuse one ("synthhand", the
+  hand-model name of the built-in model, is accepted)."""
+  data_dir = str(tmp_path / "tfds")
   mano_path = tmp_path / "MANO_RIGHT.pkl"
   mano_path.write_bytes(b"not read before building")
-  builder = build.make_builder(TINY, str(tmp_path / "tfds"), mano_path=str(mano_path))
-  assert builder.builder_config.name == "tiny_mano"
+  builder = build.make_builder("synthetic_hands/tiny_mano", data_dir, mano_path=str(mano_path))
   assert builder.builder_config.hand_model == "mano"
+  assert build.make_builder(TINY, data_dir, mano_path="synthhand").builder_config.name == "tiny"
+  with pytest.raises(ValueError, match="tiny_mano"):
+    build.make_builder(TINY, data_dir, mano_path=str(mano_path))
   with pytest.raises(ValueError, match="mano_path"):
-    build.make_builder("synthetic_hands/tiny_mano", str(tmp_path / "tfds"))
+    build.make_builder("synthetic_hands/tiny_mano", data_dir)
   with pytest.raises(FileNotFoundError, match="missing.pkl"):
-    build.make_builder(TINY, str(tmp_path / "tfds"), mano_path=str(tmp_path / "missing.pkl"))
+    build.make_builder("synthetic_hands/tiny_mano", data_dir,
+                       mano_path=str(tmp_path / "missing.pkl"))

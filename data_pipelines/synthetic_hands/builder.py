@@ -9,9 +9,11 @@ random global orientation and 0-3 grasp-like occluders, rendered by 8 calibrated
   default   18,000 / 1,000 / 1,000 frames at 224 px (HanCo's size): experiments.
   *_mano    the same with the user's MANO model instead of SynthHand (pass ``mano_path``).
 
-Build with ``python -m data_pipelines.build synthetic_hands/small --data_dir DIR [--mano PKL]``
-(``--mano`` switches a config to its ``_mano`` twin, so the two never share a directory). Frames
-are deterministic functions of (config seed, split, index): any worker count gives the same data.
+Build with ``python -m data_pipelines.build synthetic_hands/small --data_dir DIR``, or
+``synthetic_hands/small_mano ... --mano MANO_RIGHT.pkl``. The config name alone says which hand
+model made the data (a MANO path given to a SynthHand config is an error, not a silent switch), so
+a dataset name always means one thing. Frames are deterministic functions of (config seed, split,
+index): any worker count gives the same data.
 """
 
 from __future__ import annotations
@@ -76,23 +78,25 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
     """Creates the builder.
 
     Args:
-      mano_path: a MANO pickle (or converted .npz). Required by the ``*_mano`` configs; given with
-        a SynthHand config, it selects that config's ``_mano`` twin.
+      mano_path: a MANO pickle (or converted .npz), required by the ``*_mano`` configs. None or
+        "synthhand" (``simajax.hand.load_hand_model``'s name of the built-in model) for the others.
       num_workers: rendering processes (default: the CPU count; 1 renders in this process).
       **kwargs: passed to ``tfds.core.GeneratorBasedBuilder`` (config, data_dir, ...).
     """
-    config = kwargs.get("config")
-    if mano_path is not None:
-      if not os.path.exists(mano_path):
-        raise FileNotFoundError(f"MANO model file not found: {mano_path}")
-      if isinstance(config, str) and not config.endswith("_mano"):
-        kwargs["config"] = config + "_mano"
+    if mano_path is not None and str(mano_path).lower() == "synthhand":
+      mano_path = None
     self._mano_path = mano_path
     self._num_workers = num_workers
     super().__init__(**kwargs)
-    if self.builder_config.hand_model == "mano" and mano_path is None:
-      raise ValueError(f"synthetic_hands/{self.builder_config.name} renders MANO hands: pass "
-                       "mano_path (--mano PATH/MANO_RIGHT.pkl)")
+    name = f"synthetic_hands/{self.builder_config.name}"
+    if self.builder_config.hand_model == "mano":
+      if mano_path is None:
+        raise ValueError(f"{name} renders MANO hands: pass mano_path (--mano MANO_RIGHT.pkl)")
+      if not os.path.exists(mano_path):
+        raise FileNotFoundError(f"{name}: MANO model file not found: {mano_path}")
+    elif mano_path is not None:
+      raise ValueError(f"{name} renders SynthHand hands but mano_path={mano_path!r} was given; "
+                       f"use {name}_mano for MANO hands")
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
