@@ -69,7 +69,11 @@ THUMB_NAIL = _unit([0.0, 0.55, 0.83])
 
 
 def rest_joints() -> np.ndarray:
-  """[16, 3] rest joints in MANO order (absolute MANO-frame positions)."""
+  """The designed rest skeleton (SynthHand's, close to MANO's).
+
+  Returns:
+    [16, 3] joint positions in MANO order, MANO frame, metres.
+  """
   joints = np.zeros((16, 3))
   joints[0] = WRIST
   for digit in DIGITS:
@@ -82,23 +86,37 @@ def rest_joints() -> np.ndarray:
 
 
 def fingertips() -> dict[str, np.ndarray]:
-  """Rest fingertip positions (end of the distal segment) per digit."""
+  """Rest fingertips.
+
+  Returns:
+    {digit: [3] end of its distal segment}, MANO frame, metres.
+  """
   joints = rest_joints()
   return {d: joints[DIGIT_JOINTS[d][2]] + SEGMENT_LENGTHS[d][2] * BONE_DIRECTIONS[d][2]
           for d in DIGITS}
 
 
 def dorsal_axis(digit: str, segment: int) -> np.ndarray:
-  """Unit dorsal (nail-side) direction of a digit segment, orthogonal to its bone."""
+  """The dorsal (nail-side) direction of a digit segment.
+
+  Args:
+    digit: one of ``DIGITS``.
+    segment: 0, 1 or 2 (proximal to distal).
+
+  Returns:
+    [3] unit vector orthogonal to the segment's bone.
+  """
   bone = BONE_DIRECTIONS[digit][segment]
   up = THUMB_NAIL if digit == "thumb" else DORSAL
   return _unit(up - np.dot(up, bone) * bone)
 
 
 def joint_axes() -> np.ndarray:
-  """[16, 3, 3]: rows (flexion, abduction, twist) unit axes of every joint, orthonormal.
+  """Anatomical axes of every joint.
 
-  The root's frame is the identity (the global rotation has no anatomical limits).
+  Returns:
+    [16, 3, 3]: for each joint the rows (flexion, abduction, twist), a right-handed orthonormal
+    frame. The root's frame is the identity (the global rotation has no anatomical limits).
   """
   axes = np.tile(np.eye(3), (16, 1, 1))
   for digit in DIGITS:

@@ -7,6 +7,10 @@ recovered exactly by projecting onto the (orthonormal) axes; see ``pose_componen
 
 Sampled poses are absolute (the ``flat_hand_mean=True`` convention). Pass a model's
 ``hands_mean`` to ``sample_pose`` to get offsets for ``flat_hand_mean=False`` instead.
+
+The axes and the collision check use the rest skeleton of ``anatomy`` (SynthHand's, built to
+resemble MANO's), so on the real MANO model the limits hold about the same anatomical axes, up to
+the few degrees by which its rest fingers point differently.
 """
 
 from __future__ import annotations
@@ -47,12 +51,28 @@ JOINT_LIMITS = _limits()
 
 
 def pose_components(pose) -> np.ndarray:
-  """[..., 16, 3] axis-angle -> [..., 16, 3] (flexion, abduction, twist) components per joint."""
+  """Splits axis-angle poses into anatomical components.
+
+  Args:
+    pose: [..., 16, 3] axis-angle (MANO joint order).
+
+  Returns:
+    [..., 16, 3] float64 (flexion, abduction, twist) of every joint: projections on
+    ``JOINT_AXES``, so ``pose = sum_k comps[..., k] * JOINT_AXES[:, k]`` exactly.
+  """
   return np.einsum("...ji,jki->...jk", np.asarray(pose, np.float64), JOINT_AXES)
 
 
 def within_limits(pose, atol: float = 1e-5) -> np.ndarray:
-  """[..., 16, 3] axis-angle -> [...] bool: every finger joint component is inside its limits."""
+  """Whether poses respect ``JOINT_LIMITS`` (the root rotation is not limited).
+
+  Args:
+    pose: [..., 16, 3] absolute axis-angle poses.
+    atol: tolerance on every component (radians).
+
+  Returns:
+    [...] bool.
+  """
   comps = pose_components(pose)[..., 1:, :]
   low, high = JOINT_LIMITS[1:, :, 0], JOINT_LIMITS[1:, :, 1]
   return np.all((comps >= low - atol) & (comps <= high + atol), axis=(-1, -2))
@@ -105,18 +125,22 @@ def digits_collide(pose, margin: float = COLLISION_MARGIN) -> np.ndarray:
   Returns:
     [B] bool.
   """
-  segments = _digit_segments(np.asarray(pose, np.float64))  # [B, 5, 3, 2, 3]
+  segments = _digit_segments(np.asarray(pose, np.float64)).reshape(-1, 15, 2, 3)
+  first, second = _DIGIT_PAIRS
+  dist = _segment_distance(segments[:, first, 0], segments[:, first, 1],
+                           segments[:, second, 0], segments[:, second, 1])  # [B, pairs]
+  return np.any(dist < margin * _PAIR_RADII, axis=1)
+
+
+def _segment_pairs():
+  """Index pairs of bones (digit * 3 + bone) on different digits, and their radii sums."""
   radii = np.array([[0.5 * (r[k] + r[k + 1]) for k in range(3)]
-                    for r in (DIGIT_RADII[d] for d in DIGITS)])  # [5, 3]
-  collide = np.zeros(len(segments), bool)
-  for a in range(5):
-    for b in range(a + 1, 5):
-      for i in range(3):
-        for j in range(3):
-          dist = _segment_distance(segments[:, a, i, 0], segments[:, a, i, 1],
-                                   segments[:, b, j, 0], segments[:, b, j, 1])
-          collide |= dist < margin * (radii[a, i] + radii[b, j])
-  return collide
+                    for r in (DIGIT_RADII[d] for d in DIGITS)]).reshape(-1)
+  first, second = np.array([(a, b) for a in range(15) for b in range(15) if a // 3 < b // 3]).T
+  return (first, second), radii[first] + radii[second]
+
+
+_DIGIT_PAIRS, _PAIR_RADII = _segment_pairs()
 
 
 def _digit_segments(pose: np.ndarray) -> np.ndarray:

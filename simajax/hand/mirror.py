@@ -23,7 +23,14 @@ def _xp(x):
 
 
 def mirror_points(points):
-  """[..., 3] points (vertices, joints, translations) -> x negated."""
+  """Mirrors points (vertices, joints, translations) across the x = 0 plane.
+
+  Args:
+    points: [..., 3] numpy or JAX array.
+
+  Returns:
+    The points with x negated, same shape and array type.
+  """
   return points * _xp(points).asarray(_MIRROR, dtype=points.dtype)
 
 
@@ -44,14 +51,28 @@ def mirror_axis_angle(pose):
 
 
 def mirror_rotation_matrix(rotation):
-  """[..., 3, 3] -> M R M with M = diag(-1, 1, 1)."""
+  """Mirrors rotation matrices: M R M with M = diag(-1, 1, 1).
+
+  Args:
+    rotation: [..., 3, 3] numpy or JAX array.
+
+  Returns:
+    The mirrored rotations, same shape and array type.
+  """
   xp = _xp(rotation)
   m = xp.asarray(_MIRROR, dtype=rotation.dtype)
   return rotation * m[:, None] * m[None, :]
 
 
 def mirror_faces(faces):
-  """[F, 3] triangles with reversed winding (a mirrored mesh must flip them to face outwards)."""
+  """Reverses the winding of triangles (a mirrored mesh must flip them to face outwards).
+
+  Args:
+    faces: [F, 3] vertex ids.
+
+  Returns:
+    [F, 3] the same triangles in the opposite order.
+  """
   return faces[:, ::-1]
 
 

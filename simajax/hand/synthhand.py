@@ -89,7 +89,11 @@ def _cached_model(side: str) -> HandModel:
 
 
 def build_synthhand() -> HandModel:
-  """Builds the right SynthHand from scratch (deterministic; ``synthhand_model`` caches it)."""
+  """Builds the right SynthHand from scratch (deterministic; ``synthhand_model`` caches it).
+
+  Returns:
+    The right-hand ``HandModel``.
+  """
   mesh = build_surface()
   joints = anatomy.rest_joints()
   geometry = _DigitGeometry(mesh.vertices, mesh.part, joints)
@@ -105,7 +109,11 @@ def build_synthhand() -> HandModel:
 
 
 def relaxed_pose() -> np.ndarray:
-  """[16, 3] axis-angle of the relaxed hand (zero global rotation), flexion about each joint."""
+  """The relaxed hand: ``RELAXED_FLEXION`` about every joint's flexion axis.
+
+  Returns:
+    [16, 3] axis-angle (zero global rotation); rows 1-15 are SynthHand's ``hands_mean``.
+  """
   axes = anatomy.joint_axes()
   pose = np.zeros((16, 3))
   for digit in DIGITS:

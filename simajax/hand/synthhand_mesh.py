@@ -63,13 +63,24 @@ class SynthSurface:
 
 
 def unique_edges(faces: np.ndarray) -> np.ndarray:
-  """[E, 2] undirected edges (ascending ids) of a triangle mesh."""
+  """Undirected edges of a triangle mesh.
+
+  Args:
+    faces: [F, 3] vertex ids.
+
+  Returns:
+    [E, 2] sorted unique edges, smaller id first.
+  """
   edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
   return np.unique(np.sort(edges, axis=1), axis=0)
 
 
 def build_surface() -> SynthSurface:
-  """Builds the SynthHand surface (deterministic)."""
+  """Builds the SynthHand surface (deterministic).
+
+  Returns:
+    The ``SynthSurface`` (778 vertices, 1552 triangles).
+  """
   mesh = _Mesh()
   knuckles, finger_rings = _knuckle_loop(mesh)
   palm_ids = _build_palm(mesh, knuckles)
