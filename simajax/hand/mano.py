@@ -9,6 +9,10 @@ The stand-ins are then turned into plain arrays:
   * ``chumpy.reordering.Select`` -> ``a.flatten()[idxs].reshape(preferred_shape)``;
   * ``scipy.sparse.csc_matrix`` -> dense, from data/indices/indptr (duplicates summed).
 
+Two more harmless globals are admitted so that chumpy-free re-saves made with Python 3 load too:
+``_codecs.encode`` restricted to latin-1 (how protocol 2 stores bytes) and numpy's
+``_frombuffer`` (protocol 5 arrays).
+
 The result can be cached as a plain ``.npz`` (``convert_mano_pickle``). MANO files are
 licence-restricted: never commit them or anything derived from them (the ``.npz`` included).
 """
@@ -53,8 +57,8 @@ class _StateHolder:
     return object.__new__(cls)
 
   def __init__(self, *args, **kwargs):
-    self.args = args
-    self.state = kwargs or None
+    del args, kwargs  # Constructor arguments of the real class are irrelevant here.
+    self.state = None
 
   def __setstate__(self, state):
     self.state = state
