@@ -1,7 +1,9 @@
-"""The deterministic parity weight recipe of shared/parity/README.md §1 (a test helper).
+"""Test helpers: the parity weight recipe of shared/parity/README.md §1, and recipe-scaled
+variables for any model variant.
 
-Rebuilds the official SVRHand ``state_dict`` that produced the golden files, from the manifest
-``svr_state_dict_manifest.jsonl``, with numpy only.
+``recipe_state_dict`` rebuilds the official SVRHand ``state_dict`` that produced the golden
+files from the manifest ``svr_state_dict_manifest.jsonl``, with numpy only. ``he_variables``
+gives a model's variables the same scales (O(1) activations) without compiling an init.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import pathlib
 import zlib
 
+import jax
 import numpy as np
 
 RECIPE_SHA256_SEED0 = "d989bbc92c4289d451d04145bea1cba739071284ea34eb3217f91a6107ce17bc"
@@ -54,3 +57,23 @@ def state_dict_sha256(state_dict: dict[str, np.ndarray]) -> str:
   for value in state_dict.values():
     h.update(np.ascontiguousarray(value).astype(value.dtype.newbyteorder("<")).tobytes())
   return h.hexdigest()
+
+
+def he_variables(abstract, topology, seed=0):
+  """Variables with O(1) activations (the parity recipe's scales), without compiling an init."""
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name = path[-1].key
+    if name == "mano_joint_reg":
+      return np.asarray(topology.joint_regressor, np.float32)
+    if name == "upsample":
+      return np.full(leaf.shape, 1.0 / leaf.shape[1], np.float32)
+    if name in ("scale", "var"):
+      return rng.uniform(0.8, 1.2, leaf.shape).astype(np.float32)
+    if name in ("bias", "mean"):
+      return rng.normal(0.0, 0.02, leaf.shape).astype(np.float32)
+    fan_in = int(np.prod(leaf.shape[:-1]))
+    return rng.normal(0.0, np.sqrt(2.0 / fan_in), leaf.shape).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, abstract)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from parity_recipe import he_variables
 from simajax.models import OUTPUT_KEYS, build_svr, svr_config
 
 # docs/ARCHITECTURE.md §2.2 (torch module sizes); the backbone's includes the never-called
@@ -76,26 +77,6 @@ def test_rejects_wrong_image_layout(reference_topology):
   with pytest.raises(ValueError, match=r"\[B, 128, 128, 3\]"):
     jax.eval_shape(lambda: model.init({"params": jax.random.key(0)},
                                       jnp.zeros((2, 3, 128, 128)), train=False))
-
-
-def he_variables(abstract, topology, seed=0):
-  """Variables with O(1) activations (the parity recipe's scales), without compiling an init."""
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    name = path[-1].key
-    if name == "mano_joint_reg":
-      return np.asarray(topology.joint_regressor, np.float32)
-    if name == "upsample":
-      return np.full(leaf.shape, 1.0 / leaf.shape[1], np.float32)
-    if name in ("scale", "var"):
-      return rng.uniform(0.8, 1.2, leaf.shape).astype(np.float32)
-    if name in ("bias", "mean"):
-      return rng.normal(0.0, 0.02, leaf.shape).astype(np.float32)
-    fan_in = int(np.prod(leaf.shape[:-1]))
-    return rng.normal(0.0, np.sqrt(2.0 / fan_in), leaf.shape).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(draw, abstract)
 
 
 @pytest.fixture(scope="module")

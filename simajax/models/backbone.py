@@ -41,7 +41,9 @@ class DenseStack(nn.Module):
     if self.variant not in (STACK1, STACK2, ENCODER):
       raise ValueError(f"unknown DenseStack variant {self.variant!r}")
     c = x.shape[-1]
-    se = lambda name: layers.SEBlock(self.se_max_hidden, name=name)  # noqa: E731
+
+    def se(name):
+      return layers.SEBlock(self.se_max_hidden, name=name)
 
     d1 = layers.avg_pool2(se("senet1")(layers.dense_block2(c, "dense1")(x, train), train))
     d2 = layers.avg_pool2(se("senet2")(layers.dense_block4(2 * c, "dense2")(d1, train), train))

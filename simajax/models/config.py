@@ -1,4 +1,4 @@
-"""Width and resolution knobs of SVR-Hand, as an ml_collections ``ConfigDict``.
+"""Width and resolution knobs of SVR-Hand and MVR-Hand, as ml_collections ``ConfigDict``s.
 
 ``svr_config('official')`` is the published architecture, bit for bit (docs/ARCHITECTURE.md §1-2):
 it is the only variant that official PyTorch weights load into. The smaller variants shrink the
@@ -7,6 +7,10 @@ channel widths but keep the mesh (778 ... 49 vertices, spiral length 9, from the
 
 * ``small``: the CPU training default, about 10x fewer multiply-adds than ``official``.
 * ``tiny``: for tests only; a forward+backward takes well under a second on a CPU.
+
+``mvr_config(variant)`` is ``svr_config(variant)`` plus the multi-view teacher's fields (the
+MVR reuses the SVR's backbone, lifting, decoder and orientation encoder at the same widths, so a
+teacher and a student of one variant distil features of the same shapes).
 
 Derived sizes are not knobs: the hourglass bottleneck (and so the attention model width) is
 ``8 * base_channels``, the 2D-head input is the (input_size / 8)^2 heat-map, and the rotation
@@ -83,4 +87,47 @@ def svr_config(variant: str = "official") -> ml_collections.ConfigDict:
     c.rot_conv_channels = (16, 8)
     c.rot_pre_channels = (32, 16)
     c.rot_fc_channels = (16,)
+  return c
+
+
+def mvr_config(variant: str = "official") -> ml_collections.ConfigDict:
+  """The MVR model config of one variant: ``svr_config(variant)`` plus the MVR fields.
+
+  The MVR (docs/ARCHITECTURE.md §6) has no attention blocks, so the ``attention_*`` and
+  ``rot_*`` fields (the SVR's head) are unused by it; its own orientation head is H2ONet's
+  regressor, ``mvr_rot_*``. The ``iff``/``jff`` fusion MLPs end at the fused feature's width
+  (``base_channels`` and ``8 * base_channels``), because their output is added to it.
+
+  Args:
+    variant: ``official``, ``small`` or ``tiny``.
+
+  Returns:
+    A ConfigDict; ``simajax.models.mvr.build_mvr`` consumes it.
+
+  Raises:
+    ValueError: for an unknown variant.
+  """
+  c = svr_config(variant)
+  c.num_views = 8
+  # IFF g_i: 1x1 conv (num_views * c -> iff_channels[0]) + BN + ReLU, then the rest; JFF g_j:
+  # 1x1 conv (3 * 8c -> jff_channels[0]) + BN + ReLU, then the rest. All convs with bias.
+  width = c.base_channels
+  c.iff_channels = (width,) * 3
+  c.jff_channels = (8 * width,) * 3
+  # H2ONet's rotation regressor on the fused f_j^M + f_o^M tokens: k=1 convs, channel-major
+  # flatten, pre block, fc block, then a Linear to 6 (ReLU between all). Official: 8c -> 4c -> 2c,
+  # 4096 -> 2048 -> 1024, 1024 -> 1024 -> 512 -> 256 -> 6; the reduced variants shrink it as the
+  # SVR's head shrinks.
+  if variant == "official":
+    c.mvr_rot_conv_channels = (512, 256)
+    c.mvr_rot_pre_channels = (2048, 1024)
+    c.mvr_rot_fc_channels = (1024, 512, 256)
+  elif variant == "small":
+    c.mvr_rot_conv_channels = (128, 64)
+    c.mvr_rot_pre_channels = (512, 256)
+    c.mvr_rot_fc_channels = (256, 128, 64)
+  else:
+    c.mvr_rot_conv_channels = (16, 8)
+    c.mvr_rot_pre_channels = (64, 32)
+    c.mvr_rot_fc_channels = (32, 16, 8)
   return c

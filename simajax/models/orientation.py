@@ -7,7 +7,10 @@
 * ``RotationRegressor`` (``SIMA_GlobRotReg``, torch ``rot_reg``): the orientation-feature
   enhancement (OFE: self-attention on the f_j tokens and on the f_o tokens, then cross-attention,
   query h_j, key/value h_o, giving f̂_o) and the regressor (two k=1 Conv1d, a channel-major
-  flatten, the pre block and the fc block) to a 6D rotation.
+  flatten, the pre block and the fc block) to a 6D rotation. With ``use_ofe=False`` (the paper's
+  "w/o OFE" ablation, Table 5; also H2ONet's plain regressor, which the MVR uses) there are no
+  attention blocks: the regressor reads the f_o tokens directly, and those tokens stand in for
+  f̂_o as the L_OE target.
 """
 
 from __future__ import annotations
@@ -39,9 +42,9 @@ class ResidualMapping(nn.Module):
 class RotationRegressor(nn.Module):
   """f_j and f_o tokens [B, T, D] -> (6D rotation [B, 6], intermediates).
 
-  Children: ``self_attn_1``, ``self_attn_2``, ``crs_attn`` (attention), ``conv_block_{0,2}``
-  (k=1 Conv1d as Linear), ``pre_block_{0,2}`` and ``fc_block_1_{0,2,...}`` (Linear with bias),
-  named after torch's Sequential indices.
+  Children: ``self_attn_1``, ``self_attn_2``, ``crs_attn`` (attention; only with ``use_ofe``),
+  ``conv_block_{0,2}`` (k=1 Conv1d as Linear), ``pre_block_{0,2}`` and ``fc_block_1_{0,2,...}``
+  (Linear with bias), named after torch's Sequential indices.
   """
   num_heads: int = 8
   head_dim: int = 512
@@ -49,16 +52,24 @@ class RotationRegressor(nn.Module):
   conv_channels: Sequence[int] = (512, 256)
   pre_channels: Sequence[int] = (2048, 1024)
   fc_channels: Sequence[int] = (512, 256, 128, 64, 32, 16)
+  use_ofe: bool = True
 
   @nn.compact
-  def __call__(self, f_j: Array, f_o: Array, train: bool) -> tuple[Array, dict[str, Array]]:
-    mha = lambda name: MultiHeadAttention(self.num_heads, self.head_dim, self.dropout,  # noqa: E731
-                                          name=name)
-    h_j = mha("self_attn_1")(f_j, f_j, f_j, train)
-    h_o = mha("self_attn_2")(f_o, f_o, f_o, train)
-    f_o_hat = mha("crs_attn")(h_j, h_o, h_o, train)
-    mids = {"attn_self_j_tokens": h_j, "attn_self_o_tokens": h_o,
-            "orientation_feature_enhanced_f_o_hat": f_o_hat}
+  def __call__(self, f_j: Array | None, f_o: Array,
+               train: bool) -> tuple[Array, dict[str, Array]]:
+    """Regresses the rotation; ``f_j`` is not read (may be None) when ``use_ofe`` is False."""
+    if self.use_ofe:
+      def mha(name):
+        return MultiHeadAttention(self.num_heads, self.head_dim, self.dropout, name=name)
+
+      h_j = mha("self_attn_1")(f_j, f_j, f_j, train)
+      h_o = mha("self_attn_2")(f_o, f_o, f_o, train)
+      f_o_hat = mha("crs_attn")(h_j, h_o, h_o, train)
+      mids = {"attn_self_j_tokens": h_j, "attn_self_o_tokens": h_o}
+    else:
+      f_o_hat = f_o
+      mids = {}
+    mids["orientation_feature_enhanced_f_o_hat"] = f_o_hat
     x = f_o_hat
     for i, width in enumerate(self.conv_channels):
       x = nn.relu(layers.Linear(width, name=f"conv_block_{2 * i}")(x))

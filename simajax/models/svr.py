@@ -40,6 +40,29 @@ def to_tokens(x: Array) -> Array:
   return x.reshape(b, h * w, c)
 
 
+def rotate_about_wrist(verts: Array, joints: Array, rot_mat: Array) -> tuple[Array, Array]:
+  """The official composition: (stop_grad(P) - stop_grad(r)) R^T + r with r = joints[:, 0].
+
+  The canonical mesh and the subtracted root are detached; the added-back root is not, so
+  losses on the rotated mesh train R and the root position but not the rest of the canonical
+  shape (ARCHITECTURE §1.4 item 6, §1.6).
+
+  Args:
+    verts: [B, V, 3] canonical vertices.
+    joints: [B, J, 3] canonical joints, joint 0 = wrist.
+    rot_mat: [B, 3, 3] rotations (rows convention).
+
+  Returns:
+    (rotated vertices, rotated joints).
+  """
+  root = joints[:, 0]
+  root_sg = jax.lax.stop_gradient(root)
+  root_grad = (root - root_sg)[:, None, :]  # zero in value, identity in gradient
+  verts_w_gr = geometry.rotate_about_root(jax.lax.stop_gradient(verts), rot_mat, root_sg)
+  joints_w_gr = geometry.rotate_about_root(jax.lax.stop_gradient(joints), rot_mat, root_sg)
+  return verts_w_gr + root_grad, joints_w_gr + root_grad
+
+
 class SVRHand(nn.Module):
   """The SVR network. Build it with ``build_svr``; field meanings in ``models/config.py``.
 
@@ -47,6 +70,10 @@ class SVRHand(nn.Module):
   ``OUTPUT_KEYS`` (metres, MANO frame; joints_img in [0, 1] crop units; rotation rows
   convention), intermediates a flat dict of NHWC / token-major features named as the golden
   parity data's ``mid/`` keys. Variables: ``params`` and ``batch_stats``; dropout rng 'dropout'.
+
+  ``use_ofe=False`` is the paper's "w/o OFE" ablation (Table 5): no attention blocks, and no
+  ``j_latent_mapping`` either, whose f_j only the attention reads; the rotation regressor reads
+  the f_o tokens, which are then also ``orientation_feature_enhanced_f_o_hat`` (the L_OE target).
   """
   spirals: Sequence[np.ndarray]
   up_matrices: Sequence[np.ndarray]
@@ -67,6 +94,7 @@ class SVRHand(nn.Module):
   rot_conv_channels: Sequence[int] = (512, 256)
   rot_pre_channels: Sequence[int] = (2048, 1024)
   rot_fc_channels: Sequence[int] = (512, 256, 128, 64, 32, 16)
+  use_ofe: bool = True
 
   @nn.compact
   def __call__(self, images: Array, train: bool) -> tuple[dict[str, Array], dict[str, Array]]:
@@ -96,28 +124,25 @@ class SVRHand(nn.Module):
     shared_sum, shared_residual = ResidualMapping(name="shared_encoding_mapping")(share, train)
     f_o = backbone_lib.DenseStack(self.hourglass_out, backbone_lib.ENCODER, self.se_max_hidden,
                                   name="dense_stack3")(shared_sum, train)
-    j_latent = jax.lax.stop_gradient(feats.j_latent)
-    f_j, j_residual = ResidualMapping(name="j_latent_mapping")(j_latent, train)
     mids.update({"shared_encoding_residual": shared_residual, "shared_encoding_sum": shared_sum,
-                 "orientation_feature_f_o": f_o, "j_latent_residual": j_residual,
-                 "joint_feature_f_j": f_j})
+                 "orientation_feature_f_o": f_o})
+    f_j_tokens = None
+    if self.use_ofe:
+      j_latent = jax.lax.stop_gradient(feats.j_latent)
+      f_j, j_residual = ResidualMapping(name="j_latent_mapping")(j_latent, train)
+      mids.update({"j_latent_residual": j_residual, "joint_feature_f_j": f_j})
+      f_j_tokens = to_tokens(f_j)
     rot6d, rot_mids = RotationRegressor(
         self.attention_heads, self.attention_head_dim, self.attention_dropout,
         tuple(self.rot_conv_channels), tuple(self.rot_pre_channels), tuple(self.rot_fc_channels),
-        name="rot_reg")(to_tokens(f_j), to_tokens(f_o), train)
+        use_ofe=self.use_ofe, name="rot_reg")(f_j_tokens, to_tokens(f_o), train)
     mids.update(rot_mids)
     rot_mat = geometry.rot6d_to_matrix(rot6d)
 
-    # Rotate about the wrist. The canonical mesh and the subtracted root are detached; the
-    # added-back root is not, so the rotated-mesh losses still train the root position.
-    root = joints[:, 0]
-    root_sg = jax.lax.stop_gradient(root)
-    root_grad = (root - root_sg)[:, None, :]  # zero in value, identity in gradient
-    verts_w_gr = geometry.rotate_about_root(jax.lax.stop_gradient(verts), rot_mat, root_sg)
-    joints_w_gr = geometry.rotate_about_root(jax.lax.stop_gradient(joints), rot_mat, root_sg)
+    verts_w_gr, joints_w_gr = rotate_about_wrist(verts, joints, rot_mat)
     outputs = {
         "verts3d_wo_gr": verts, "joints3d_wo_gr": joints,
-        "verts3d_w_gr": verts_w_gr + root_grad, "joints3d_w_gr": joints_w_gr + root_grad,
+        "verts3d_w_gr": verts_w_gr, "joints3d_w_gr": joints_w_gr,
         "joints_img": feats.uv, "glob_rot6d": rot6d, "glob_rot_mat": rot_mat,
     }
     return outputs, mids
@@ -164,7 +189,8 @@ def build_svr(model_config: ml_collections.ConfigDict, topology: MeshTopology) -
   """Builds the SVR of a config (``svr_config``) on a mesh topology.
 
   Args:
-    model_config: the ``model`` ConfigDict (fields of ``simajax.models.config.svr_config``).
+    model_config: the ``model`` ConfigDict (fields of ``simajax.models.config.svr_config``,
+      plus an optional ``use_ofe``, default True: False builds the "w/o OFE" ablation).
     topology: the mesh hierarchy; its spirals, up-sampling matrices and joint regressor (the
       init of the trainable ``mano_joint_reg``) are baked into the module.
 
@@ -203,4 +229,5 @@ def build_svr(model_config: ml_collections.ConfigDict, topology: MeshTopology) -
       attention_dropout=float(c.attention_dropout),
       rot_conv_channels=tuple(int(x) for x in c.rot_conv_channels),
       rot_pre_channels=tuple(int(x) for x in c.rot_pre_channels),
-      rot_fc_channels=tuple(int(x) for x in c.rot_fc_channels))
+      rot_fc_channels=tuple(int(x) for x in c.rot_fc_channels),
+      use_ofe=bool(c.get("use_ofe", True)))
