@@ -11,6 +11,10 @@ Precedence of the initial weights, in ``simajax.train``:
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+
 import ml_collections
 
 from simajax.models.config import svr_config
@@ -150,3 +154,45 @@ def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.eval_every_steps = 6
   c.checkpoint.every_steps = 3
   return c
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """Reads a config: a saved run's ``config.json``, or a config file ``path.py[:arg]``.
+
+  Raises:
+    FileNotFoundError: naming the missing file.
+    ValueError: for a ``.py`` file without ``get_config``.
+  """
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config file {path} not found")
+  if path.endswith(".json"):
+    with open(path, encoding="utf-8") as f:
+      return ml_collections.ConfigDict(json.load(f))
+  module_spec = importlib.util.spec_from_file_location("_simajax_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"config file {path} has no get_config()")
+  return module.get_config(arg or None)
+
+
+def input_config(config: ml_collections.ConfigDict, split: str, mode: str, augment: bool,
+                 batch_images: int):
+  """The input pipeline config of one split; ``batch_images`` counts views (images).
+
+  Multi-view batches hold ``batch_images / 8`` frames of 8 views.
+  """
+  from simajax import input_pipeline  # pylint: disable=import-outside-toplevel
+  from data_pipelines import schema  # pylint: disable=import-outside-toplevel
+  multi = mode == "multi_view"
+  if multi and batch_images % schema.NUM_VIEWS:
+    raise ValueError(f"batch of {batch_images} images is not a whole number of "
+                     f"{schema.NUM_VIEWS}-view frames (multi-view batches hold "
+                     f"batch_size / {schema.NUM_VIEWS} frames)")
+  return input_pipeline.InputConfig(
+      dataset=config.data.name, data_dir=os.path.expanduser(config.data.data_dir), split=split,
+      mode=mode, batch_size=batch_images // schema.NUM_VIEWS if multi else batch_images,
+      image_size=config.data.image_size, seed=config.seed, augment=augment,
+      num_workers=config.data.num_workers, num_threads=config.data.num_threads,
+      prefetch=config.data.prefetch)

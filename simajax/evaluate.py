@@ -3,6 +3,12 @@
 Usage:
   python -m simajax.evaluate --pred-npz P.npz --gt-npz G.npz --out metrics.json \
       [--table metrics.md] [--plot pck.png] [--units m|mm] [--occlusion-threshold 0.4]
+  python -m simajax.evaluate --checkpoint RUN_DIR [--config CONFIG] [--step N] [--split test] \
+      --out metrics.json [--table metrics.md] [--plot pck.png]
+
+The second form scores a training run's checkpoint (default: its best by the run's
+``checkpoint.best_metric``) on a whole split of its dataset (default the test split), padded and
+masked so every example counts once, overall and per occlusion subset.
 
 Both files hold ``joints [N,21,3]`` and ``verts [N,778,3]`` in metres (camera frame, or any frame:
 the metrics are root-relative); the ground-truth file may add ``visibility [N]``, the per-example
@@ -372,10 +378,15 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="python -m simajax.evaluate",
       description="Score hand-mesh predictions (JPE, VPE, PA-*, AUC, F@5/15, occlusion subsets).")
-  parser.add_argument("--pred-npz", required=True,
-                      help="predictions: joints [N,21,3], verts [N,778,3]")
-  parser.add_argument("--gt-npz", required=True,
+  parser.add_argument("--pred-npz", help="predictions: joints [N,21,3], verts [N,778,3]")
+  parser.add_argument("--gt-npz",
                       help="ground truth: joints [N,21,3], verts [N,778,3], optional visibility [N]")
+  parser.add_argument("--checkpoint", help="a training run directory (its --workdir) to score")
+  parser.add_argument("--config", help="with --checkpoint: a config overriding the run's "
+                      "config.json (path.py[:arg] or .json)")
+  parser.add_argument("--step", type=int, help="with --checkpoint: checkpoint step (default best)")
+  parser.add_argument("--split", help="with --checkpoint: dataset split (default the test split)")
+  parser.add_argument("--data-dir", help="with --checkpoint: TFDS data directory override")
   parser.add_argument("--out", required=True, help="output JSON with all metrics")
   parser.add_argument("--table", default=None, help="optional markdown table output")
   parser.add_argument("--plot", default=None, help="optional PCK-curve PNG output")
@@ -384,14 +395,24 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--occlusion-threshold", type=float,
                       default=metrics_lib.OCCLUSION_THRESHOLD,
                       help="visibility ratio below which an example is occluded (default 0.4)")
-  parser.add_argument("--batch-size", type=int, default=256, help="examples per jitted call")
+  parser.add_argument("--batch-size", type=int, default=None,
+                      help="examples per jitted call (default 256; with --checkpoint the run's "
+                      "batch size)")
   parser.add_argument("--name", default="simajax", help="method name in the markdown table")
   return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the CLI; returns the exit status (0 ok, 2 bad input)."""
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if args.checkpoint:
+    if args.pred_npz or args.gt_npz:
+      parser.error("give either --checkpoint or --pred-npz/--gt-npz, not both")
+    return _evaluate_checkpoint(args)
+  if not (args.pred_npz and args.gt_npz):
+    parser.error("give --pred-npz and --gt-npz (or --checkpoint RUN_DIR)")
+  args.batch_size = 256 if args.batch_size is None else args.batch_size
   try:
     pred = load_hand_npz(args.pred_npz, args.units)
     gt = load_hand_npz(args.gt_npz, args.units, with_visibility=True)
@@ -412,6 +433,24 @@ def main(argv: Sequence[str] | None = None) -> int:
   overall = results["metrics"]["overall"]
   print(" ".join(f"{k}={overall[k]:.4f}" for k in metrics_lib.METRIC_NAMES)
         + f" (N={overall['count']}) -> {args.out}")
+  return 0
+
+
+def _evaluate_checkpoint(args) -> int:
+  from simajax.training import evaluation  # pylint: disable=import-outside-toplevel
+  try:
+    results = evaluation.evaluate_run(args.checkpoint, config_spec=args.config, step=args.step,
+                                      split=args.split, batch_size=args.batch_size,
+                                      data_dir=args.data_dir)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  write_reports(results, args.out, args.table, args.plot, name=args.name)
+  overall = results["metrics"]["overall"]
+  run = results["run"]
+  print(f"{run['stage']} step {run['step']} on {run['split']}: "
+        + " ".join(f"{k}={overall[k]:.4f}" for k in metrics_lib.METRIC_NAMES
+                   if overall[k] is not None) + f" (N={overall['count']}) -> {args.out}")
   return 0
 
 

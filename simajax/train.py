@@ -20,9 +20,7 @@ import json
 import logging
 import os
 import signal
-import sys
-import time
-from typing import Any, Optional
+from typing import Any
 
 from absl import app, flags
 import jax
@@ -31,31 +29,15 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from simajax import input_pipeline, losses, metrics, model_setup
-from simajax.training import checkpointing, logs, optim, sharding, steps
+from simajax import config_lib, input_pipeline, losses, model_setup
+from simajax.training import checkpointing, evaluation, logs, optim, sharding, steps
 
 FLAGS = flags.FLAGS
-CHECKPOINT_DIR = "checkpoints"
-CONFIG_FILE = "config.json"
-TOPOLOGY_FILE = "topology.npz"
+CHECKPOINT_DIR = evaluation.CHECKPOINT_DIR
+CONFIG_FILE = evaluation.CONFIG_FILE
+TOPOLOGY_FILE = evaluation.TOPOLOGY_FILE
 
 log = logging.getLogger("simajax.train")
-
-
-def input_config(config: ml_collections.ConfigDict, split: str, mode: str, augment: bool,
-                 batch_images: int) -> input_pipeline.InputConfig:
-  """The pipeline config of one split; ``batch_images`` counts views (images)."""
-  multi = mode == "multi_view"
-  num_views = 8
-  if multi and batch_images % num_views:
-    raise ValueError(f"batch of {batch_images} images is not a whole number of {num_views}-view "
-                     "frames (multi-view batches hold batch_size / 8 frames)")
-  return input_pipeline.InputConfig(
-      dataset=config.data.name, data_dir=os.path.expanduser(config.data.data_dir), split=split,
-      mode=mode, batch_size=batch_images // num_views if multi else batch_images,
-      image_size=config.data.image_size, seed=config.seed, augment=augment,
-      num_workers=config.data.num_workers, num_threads=config.data.num_threads,
-      prefetch=config.data.prefetch)
 
 
 def loss_weights(config: ml_collections.ConfigDict, distill: bool) -> losses.LossWeights:
@@ -80,24 +62,17 @@ def load_teacher(config: ml_collections.ConfigDict, topology, mesh):
   if not os.path.exists(teacher_config_path):
     raise FileNotFoundError(f"teacher config {teacher_config_path} not found (an MVR workdir "
                             f"has a {CONFIG_FILE}; or set distill.teacher_config)")
-  with open(teacher_config_path, encoding="utf-8") as f:
-    teacher_config = ml_collections.ConfigDict(json.load(f))
+  teacher_config = config_lib.load_config(teacher_config_path)
   if teacher_config.stage != "mvr":
     raise ValueError(f"{teacher_config_path}: the teacher must be an MVR run, got stage "
                      f"{teacher_config.stage!r}")
   teacher = model_setup.build_model(teacher_config, topology, stage="mvr")
-  ckpt = checkpoint_dir_of(teacher_dir)
+  ckpt = evaluation.checkpoint_dir_of(teacher_dir)
   variables = checkpointing.restore_params_only(
       ckpt, best_metric=teacher_config.checkpoint.best_metric,
       best_mode=teacher_config.checkpoint.best_mode)
   variables = jax.device_put(variables, sharding.state_shardings(mesh, variables))
   return teacher, variables
-
-
-def checkpoint_dir_of(path: str) -> str:
-  """``path/checkpoints`` for a workdir, ``path`` itself for a checkpoints directory."""
-  nested = os.path.join(path, CHECKPOINT_DIR)
-  return nested if os.path.isdir(nested) else path
 
 
 def write_run_files(workdir: str, config: ml_collections.ConfigDict, topology) -> None:
@@ -108,25 +83,6 @@ def write_run_files(workdir: str, config: ml_collections.ConfigDict, topology) -
   with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
     f.write(config.to_json(indent=2) + "\n")
   topology.save(os.path.join(workdir, TOPOLOGY_FILE))
-
-
-def evaluate_split(eval_step, variables, iterable, mesh,
-                   occlusion_threshold: float = metrics.OCCLUSION_THRESHOLD) -> dict:
-  """Scores a whole split (padded batches, masked) and returns ``MetricAccumulator.result()``."""
-  accumulator = metrics.MetricAccumulator(occlusion_threshold)
-  for batch in iterable:
-    per_example = eval_step(variables, sharding.global_batch(batch, mesh))
-    per_example = jax.tree.map(_to_host, per_example)
-    accumulator.update(per_example, mask=per_example.pop("mask") > 0,
-                       visibility=per_example.pop("vis_ratio"))
-  return accumulator.result()
-
-
-def _to_host(x: jax.Array) -> np.ndarray:
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-  return np.asarray(x)
 
 
 class _Preemption:
@@ -167,11 +123,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     multihost_utils.sync_global_devices("data ready")
   train_iter = input_pipeline.train_iterator(
-      input_config(config, config.data.train_split, config.data.mode, True, config.batch_size))
+      config_lib.input_config(config, config.data.train_split, config.data.mode, True,
+                              config.batch_size))
   eval_mode = "multi_view" if stage == "mvr" else "single_view"
   eval_batch = config.get("eval_batch_size") or config.batch_size
   eval_data = input_pipeline.eval_iterable(
-      input_config(config, config.data.eval_split, eval_mode, False, eval_batch))
+      config_lib.input_config(config, config.data.eval_split, eval_mode, False, eval_batch))
   views_per_example = 8 if multi_view else 1
   steps_per_epoch = max(1, train_iter.num_examples * views_per_example // config.batch_size)
   total_steps = optim.steps_from_config(config, "total", steps_per_epoch)
@@ -214,7 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     state = jax.jit(init_fn, out_shardings=state_shardings)(rng)
     if config.init_from:
-      weights = checkpointing.restore_params_only(checkpoint_dir_of(config.init_from))
+      weights = checkpointing.restore_params_only(evaluation.checkpoint_dir_of(config.init_from))
       state["params"] = jax.device_put(weights["params"], state_shardings["params"])
       state["batch_stats"] = jax.device_put(weights["batch_stats"], state_shardings["batch_stats"])
       log.info("initialised weights from %s", config.init_from)
@@ -237,7 +194,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   def run_eval(step: int) -> dict:
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-    result = evaluate_split(eval_step, variables, eval_data, mesh)
+    result = evaluation.evaluate_split(eval_step, variables, eval_data, mesh)
     scalars = {f"val/{k}": v for k, v in result["metrics"]["overall"].items()
                if v is not None and k != "count"}
     writer.write(step, scalars)

@@ -124,6 +124,34 @@ def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
                       tree, shardings)
 
 
+def _read_only_manager(directory, best_metric: Optional[str], best_mode: str):
+  best_options = {}
+  if best_metric:
+    best_options = dict(best_fn=lambda metrics: metrics[best_metric], best_mode=best_mode)
+  return ocp.CheckpointManager(os.path.abspath(os.fspath(directory)),
+                               item_names=(STATE_ITEM, DATA_ITEM),
+                               options=ocp.CheckpointManagerOptions(read_only=True,
+                                                                    **best_options))
+
+
+def _pick_step(manager, step: Optional[int], best_metric: Optional[str], directory) -> int:
+  if step is None:
+    step = (manager.best_step() if best_metric else None) or manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint found in {directory}")
+  return step
+
+
+def resolve_step(directory: str | os.PathLike, step: Optional[int] = None, *,
+                 best_metric: Optional[str] = None, best_mode: str = "min") -> int:
+  """The step ``restore_params_only`` reads for these arguments."""
+  manager = _read_only_manager(directory, best_metric, best_mode)
+  try:
+    return _pick_step(manager, step, best_metric, directory)
+  finally:
+    manager.close()
+
+
 def restore_params_only(directory: str | os.PathLike, step: Optional[int] = None, *,
                         best_metric: Optional[str] = None, best_mode: str = "min") -> dict:
   """Reads the ``params`` and ``batch_stats`` of a training checkpoint as host arrays.
@@ -132,18 +160,9 @@ def restore_params_only(directory: str | os.PathLike, step: Optional[int] = None
   ``step`` defaults to the best checkpoint by ``best_metric`` when given and recorded, else the
   latest.
   """
-  best_options = {}
-  if best_metric:
-    best_options = dict(best_fn=lambda metrics: metrics[best_metric], best_mode=best_mode)
-  manager = ocp.CheckpointManager(os.path.abspath(os.fspath(directory)),
-                                  item_names=(STATE_ITEM, DATA_ITEM),
-                                  options=ocp.CheckpointManagerOptions(read_only=True,
-                                                                       **best_options))
+  manager = _read_only_manager(directory, best_metric, best_mode)
   try:
-    if step is None:
-      step = (manager.best_step() if best_metric else None) or manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint found in {directory}")
+    step = _pick_step(manager, step, best_metric, directory)
     restored = manager.restore(step, args=ocp.args.Composite(
         **{STATE_ITEM: ocp.args.StandardRestore()}))[STATE_ITEM]
   finally:
