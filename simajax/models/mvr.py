@@ -1,0 +1,226 @@
+"""MVR-Hand, the multi-view teacher (paper eq. 1-3; docs/ARCHITECTURE.md §6).
+
+Not released by the authors; every [choice] of ARCHITECTURE.md §6 is followed:
+
+views [B, V] -> the SVR's backbone, weights shared (f_i, j, latent, uv per view)
+  shape:       per-view lifting (the SVR's) -> VFF -> f_v^M [B, 49, C] -> the SVR's spiral
+               decoder -> one canonical mesh per hand -> joints (trainable regressor)
+  orientation: IFF on stop_grad(f_i) -> f_i^M(k) -> dense_stack3 -> f_o^M_raw(k);
+               JFF on stop_grad(j) -> f_j^M(k) = j(k) + g_j(pooled);
+               x(k) = f_j^M(k) + f_o^M_raw(k) -> H2ONet's regressor -> R_k (rows convention)
+  per view:    (stop_grad(V) - stop_grad(r)) R_k^T + r, as the SVR.
+
+Outputs carry a [B, V] prefix on every key of ``svr.OUTPUT_KEYS`` (the canonical mesh broadcast
+over the views), so losses treat the views like SVR examples. The distilled features are the
+intermediates ``fused_vertex_feature`` (f_v^M, [B, 49, C], the SVR's ``lifted_vertex_feature_f_v``
+per example) and ``fused_orientation_tokens`` (f_o^M(k) := x(k) as tokens, [B, V, T, 8c], the
+SVR's ``orientation_feature_enhanced_f_o_hat`` per example).
+
+Missing views (``view_valid`` False) never influence a valid view's result: their images are
+zeroed inside the model, so their pixels cannot leak anywhere, and they are masked out of IFF,
+JFF and VFF (``simajax.models.fusion``). In train mode the zeroed images still take part in the
+BatchNorm batch statistics (they are rows of the [B * V] batch), so *how many* views are missing
+changes the statistics, while *what* they showed does not. Outputs of invalid views are computed
+(from zeros) and must be masked by the loss.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from simajax import geometry
+from simajax.mesh import MeshTopology
+from simajax.models import backbone as backbone_lib
+from simajax.models import fusion
+from simajax.models.config import mvr_config
+from simajax.models.lifting import Lifting
+from simajax.models.orientation import RotationRegressor
+from simajax.models.spiral import SpiralDecoder
+from simajax.models.svr import build_svr, to_tokens
+
+Array = jax.Array
+
+# MVR-only config fields (``mvr_config``); ``build_mvr`` fills those a config lacks from
+# ``mvr_config(model_config.variant)``.
+MVR_FIELDS = ("num_views", "iff_channels", "jff_channels", "mvr_rot_conv_channels",
+              "mvr_rot_pre_channels", "mvr_rot_fc_channels")
+
+# Backbone intermediates handed out per view ([B, V, ...]).
+_PER_VIEW_BACKBONE_MIDS = ("image_feature_f_i", "joint_feature_j_latent", "latent", "uv_raw")
+
+
+class MVRHand(nn.Module):
+  """The MVR network. Build it with ``build_mvr``; field meanings in ``models/config.py``.
+
+  ``__call__(images, view_valid, train)`` returns ``(outputs, intermediates)``: outputs keyed by
+  ``svr.OUTPUT_KEYS``, each [B, V, ...]; intermediates a flat dict (see the module docstring).
+  Variables: ``params`` and ``batch_stats``. Module names shared with the SVR (``backbone``,
+  ``lifting``, ``decoder3d``, ``mano_joint_reg``, ``dense_stack3``) hold the same shapes as the
+  SVR's of the same variant, so weights can move between the two.
+  """
+  spirals: Sequence[np.ndarray]
+  up_matrices: Sequence[np.ndarray]
+  joint_regressor: np.ndarray
+  input_size: int = 128
+  stem_channels: int = 64
+  pre_channels: int = 128
+  base_channels: int = 128
+  hourglass_out: int = 24
+  se_max_hidden: int = 256
+  latent_channels: int = 256
+  uv_hidden: Sequence[int] = (128, 64)
+  decoder_channels: Sequence[int] = (32, 64, 128, 256)
+  spiral_impl: str = "plain"
+  num_views: int = 8
+  iff_channels: Sequence[int] = (128, 128, 128)
+  jff_channels: Sequence[int] = (1024, 1024, 1024)
+  rot_conv_channels: Sequence[int] = (512, 256)
+  rot_pre_channels: Sequence[int] = (2048, 1024)
+  rot_fc_channels: Sequence[int] = (1024, 512, 256)
+
+  @nn.compact
+  def __call__(self, images: Array, view_valid: Array,
+               train: bool) -> tuple[dict[str, Array], dict[str, Array]]:
+    """Runs the MVR on a batch of multi-view frames.
+
+    Args:
+      images: [B, V, S, S, 3] RGB in [0, 1], V = ``num_views``.
+      view_valid: [B, V] bool (or 0/1), False for a missing view.
+      train: train-mode BatchNorm.
+
+    Returns:
+      (outputs, intermediates), see the class docstring.
+    """
+    s, v = self.input_size, self.num_views
+    if images.ndim != 5 or images.shape[1:] != (v, s, s, 3):
+      raise ValueError(f"MVRHand expects images [B, {v}, {s}, {s}, 3] (views of NHWC RGB), "
+                       f"got {images.shape}")
+    if view_valid.shape != images.shape[:2]:
+      raise ValueError(f"MVRHand expects view_valid [B, V] = {images.shape[:2]}, "
+                       f"got {view_valid.shape}")
+    b = images.shape[0]
+    valid = view_valid.astype(bool)
+    images = jnp.where(valid[:, :, None, None, None], images, jnp.zeros((), images.dtype))
+    per_view = lambda x: x.reshape((b, v) + x.shape[1:])  # noqa: E731
+    flat = lambda x: x.reshape((b * v,) + x.shape[2:])  # noqa: E731
+
+    num_joints = self.joint_regressor.shape[0]
+    feats, backbone_mids = backbone_lib.Backbone(
+        self.stem_channels, self.pre_channels, self.base_channels, self.hourglass_out,
+        self.latent_channels, tuple(self.uv_hidden), num_joints, self.se_max_hidden,
+        name="backbone")(flat(images), train)
+    mids = {k: per_view(backbone_mids[k]) for k in _PER_VIEW_BACKBONE_MIDS}
+
+    # Shape branch: lift every view, fuse over the views, decode one canonical mesh per hand.
+    coarse_vertices = self.up_matrices[-1].shape[1]
+    f_v, _ = Lifting(coarse_vertices, name="lifting")(feats.latent, feats.uv)
+    f_v = per_view(f_v)
+    f_v_fused, view_weights = fusion.vertex_fusion(f_v, valid)
+    verts, decoder_mids = SpiralDecoder(tuple(self.decoder_channels), tuple(self.up_matrices),
+                                        tuple(self.spirals), self.spiral_impl,
+                                        name="decoder3d")(f_v_fused)
+    regressor = self.param("mano_joint_reg", lambda *_: jnp.asarray(self.joint_regressor))
+    joints = jnp.einsum("jv,bvc->bjc", regressor.astype(verts.dtype), verts)
+    mids.update(decoder_mids)
+    mids.update({"lifted_vertex_feature_f_v": f_v, "vff_view_weights": view_weights,
+                 "fused_vertex_feature": f_v_fused})
+
+    # Orientation branch, on detached backbone features (as the SVR's).
+    f_i = per_view(jax.lax.stop_gradient(feats.f_i))
+    f_i_fused, _ = fusion.ImageFusion(tuple(self.iff_channels), name="image_fusion")(
+        f_i, valid, train)
+    f_o = backbone_lib.DenseStack(self.hourglass_out, backbone_lib.ENCODER, self.se_max_hidden,
+                                  name="dense_stack3")(flat(f_i_fused), train)
+    j = per_view(jax.lax.stop_gradient(feats.j_latent))
+    g_j, _ = fusion.JointFusion(tuple(self.jff_channels), name="joint_fusion")(j, valid, train)
+    f_j_fused = j + g_j[:, None]
+    tokens = to_tokens(flat(f_j_fused) + f_o)
+    rot6d, _ = RotationRegressor(conv_channels=tuple(self.rot_conv_channels),
+                                 pre_channels=tuple(self.rot_pre_channels),
+                                 fc_channels=tuple(self.rot_fc_channels), use_ofe=False,
+                                 name="rot_reg")(None, tokens, train)
+    rot_mat = per_view(geometry.rot6d_to_matrix(rot6d))
+    mids.update({"fused_image_feature_f_i": f_i_fused, "orientation_feature_f_o": per_view(f_o),
+                 "fused_joint_feature_f_j": f_j_fused,
+                 "fused_orientation_tokens": per_view(tokens)})
+
+    # Rotate the hand's canonical mesh about its wrist, once per view. The canonical mesh and
+    # the subtracted root are detached; the added-back root is not (the SVR's composition).
+    root = joints[:, 0]
+    root_sg = jax.lax.stop_gradient(root)
+    root_grad = (root - root_sg)[:, None, None, :]
+    verts_w_gr = geometry.rotate_about_root(jax.lax.stop_gradient(verts)[:, None], rot_mat,
+                                            root_sg[:, None])
+    joints_w_gr = geometry.rotate_about_root(jax.lax.stop_gradient(joints)[:, None], rot_mat,
+                                             root_sg[:, None])
+    over_views = lambda x: jnp.broadcast_to(x[:, None], (b, v) + x.shape[1:])  # noqa: E731
+    outputs = {
+        "verts3d_wo_gr": over_views(verts), "joints3d_wo_gr": over_views(joints),
+        "verts3d_w_gr": verts_w_gr + root_grad, "joints3d_w_gr": joints_w_gr + root_grad,
+        "joints_img": per_view(feats.uv), "glob_rot6d": per_view(rot6d), "glob_rot_mat": rot_mat,
+    }
+    return outputs, mids
+
+
+def init_mvr_variables(model: MVRHand, seed: int = 0) -> dict:
+  """Fresh variables {'params', 'batch_stats'} of ``model``; see ``svr.init_variables``."""
+  s, v = model.input_size, model.num_views
+  images = jax.ShapeDtypeStruct((1, v, s, s, 3), jnp.float32)
+  view_valid = jax.ShapeDtypeStruct((1, v), jnp.bool_)
+  key = jax.random.key(seed, impl="unsafe_rbg")
+  return jax.jit(lambda k: model.lazy_init({"params": k}, images, view_valid, train=False))(key)
+
+
+def _int_tuple(c: dict, name: str) -> tuple[int, ...]:
+  value = tuple(int(x) for x in c[name])
+  if not value:
+    raise ValueError(f"model.{name} must list at least one width")
+  return value
+
+
+def build_mvr(model_config: ml_collections.ConfigDict, topology: MeshTopology) -> MVRHand:
+  """Builds the MVR of a config (``mvr_config``) on a mesh topology.
+
+  The fields shared with the SVR are validated as ``build_svr`` does. MVR fields a config lacks
+  (e.g. a plain ``svr_config``) default to those of ``mvr_config(model_config.variant)``.
+
+  Args:
+    model_config: the ``model`` ConfigDict.
+    topology: the mesh hierarchy (spirals, up-sampling matrices, joint regressor).
+
+  Returns:
+    An unbound ``MVRHand``.
+
+  Raises:
+    ValueError: for an invalid topology or knob (e.g. fusion widths that do not end at the
+      feature they are added to).
+  """
+  svr = build_svr(model_config, topology)
+  defaults = mvr_config(model_config.get("variant", "official"))
+  c = {k: model_config.get(k, defaults[k]) for k in MVR_FIELDS}
+  num_views = int(c["num_views"])
+  if num_views < 1:
+    raise ValueError(f"model.num_views must be >= 1, got {num_views}")
+  iff, jff = _int_tuple(c, "iff_channels"), _int_tuple(c, "jff_channels")
+  if iff[-1] != svr.base_channels:
+    raise ValueError(f"model.iff_channels must end at base_channels = {svr.base_channels} (g_i "
+                     f"is added to f_i), got {iff}")
+  if jff[-1] != 8 * svr.base_channels:
+    raise ValueError(f"model.jff_channels must end at 8 * base_channels = "
+                     f"{8 * svr.base_channels} (g_j is added to j), got {jff}")
+  return MVRHand(
+      spirals=svr.spirals, up_matrices=svr.up_matrices, joint_regressor=svr.joint_regressor,
+      input_size=svr.input_size, stem_channels=svr.stem_channels, pre_channels=svr.pre_channels,
+      base_channels=svr.base_channels, hourglass_out=svr.hourglass_out,
+      se_max_hidden=svr.se_max_hidden, latent_channels=svr.latent_channels,
+      uv_hidden=svr.uv_hidden, decoder_channels=svr.decoder_channels,
+      spiral_impl=svr.spiral_impl, num_views=num_views, iff_channels=iff, jff_channels=jff,
+      rot_conv_channels=_int_tuple(c, "mvr_rot_conv_channels"),
+      rot_pre_channels=_int_tuple(c, "mvr_rot_pre_channels"),
+      rot_fc_channels=_int_tuple(c, "mvr_rot_fc_channels"))
