@@ -8,14 +8,14 @@ weight/bias/running_mean/running_var -> scale/bias/mean/var; ``upsample`` and ``
 as they are. Our module names follow torch's, so the key of every variable is derived from its
 path (``_torch_key``).
 
-Keys of the official file that are deliberately not imported (``SKIPPED_KEYS``): the
+Keys of the official file that are deliberately not imported (``SKIPPED_KEY_PATTERNS``): the
 ``num_batches_tracked`` counters (no effect with momentum 0.1), the nine ``mano_layer.*`` buffers
 (the forward never reads them) and ``backbone.dense_stack1.senet3.*`` (an SE block the official
 forward never calls; simajax does not create it). Anything else unknown, missing or mis-shaped is
 reported in one ValueError.
 
 CLI:
-  python -m simajax.convert --torch-state-dict FILE.{pth,npz} --config official \
+  python -m simajax.convert --torch-state-dict FILE.{pth,npz} --config official
       --topology assets.npz --out CKPT_DIR [--backbone-only] [--seed 0]
 """
 

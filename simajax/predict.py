@@ -1,7 +1,7 @@
 """SVR inference on preprocessed hand crops.
 
 CLI:
-  python -m simajax.predict --checkpoint CKPT_DIR --images-npz IN.npz --out OUT.npz \
+  python -m simajax.predict --checkpoint CKPT_DIR --images-npz IN.npz --out OUT.npz
       [--config CONFIG] [--batch-size N]
 
 IN.npz holds ``images`` [B, S, S, 3] float32 RGB in [0, 1] (S = the model's input size, 128:
