@@ -26,7 +26,10 @@ def linear_size(fan_in: int, fan_out: int) -> int:
 def official_mvr_sizes() -> dict[str, int]:
   """Module sizes of the official-width MVR, from ARCHITECTURE.md §2.2 and §6."""
   c, d = 128, 1024
-  bn = lambda n: 2 * n  # noqa: E731  (scale, bias)
+
+  def bn(n):  # scale and bias
+    return 2 * n
+
   return {
       # §2.2, less the never-called dense_stack1.senet3 (526,848) that simajax does not create.
       "backbone": 8_579_032 - 526_848,
@@ -188,7 +191,10 @@ def test_image_fusion_ignores_invalid_views(train):
   valid[0, [2, 7]] = False
   module = fusion.ImageFusion((6, 6))
   variables = module.init(jax.random.key(0), f_i, valid, False)
-  apply = lambda f: module.apply(variables, f, valid, train, mutable=["batch_stats"])  # noqa: E731
+
+  def apply(f):
+    return module.apply(variables, f, valid, train, mutable=["batch_stats"])
+
   (fused, residual), stats = apply(f_i)
   other = f_i.copy()
   other[0, [2, 7]] = rng.normal(size=(2, 4, 4, 6)) * 100
@@ -336,7 +342,10 @@ def test_rolling_the_views_rolls_the_results(tiny):
 def test_orientation_losses_stop_at_the_backbone(tiny):
   _, variables, images, _, train_grads = tiny
   _, grads = jax.device_get(train_grads(variables, images, np.ones((2, V), bool)))
-  nonzero = lambda tree: any(np.any(leaf) for leaf in jax.tree.leaves(tree))  # noqa: E731
+
+  def nonzero(tree):
+    return any(np.any(leaf) for leaf in jax.tree.leaves(tree))
+
   # The fusion side reads stop_grad(f_i) and stop_grad(j), as the SVR's orientation branch.
   for branch in ("image_fusion", "joint_fusion", "dense_stack3", "rot_reg"):
     assert nonzero(grads[branch]), branch

@@ -81,7 +81,10 @@ def test_regressor_reads_the_orientation_tokens(reference_topology):
   tokens = f_o.reshape(2, 16, f_o.shape[-1])
   np.testing.assert_array_equal(mid["orientation_feature_enhanced_f_o_hat"], tokens)
   head = reduced["params"]["rot_reg"]
-  dense = lambda x, name: x @ head[name]["kernel"] + head[name]["bias"]  # noqa: E731
+
+  def dense(x, name):
+    return x @ head[name]["kernel"] + head[name]["bias"]
+
   x = np.maximum(dense(tokens, "conv_block_0"), 0.0)
   x = np.maximum(dense(x, "conv_block_2"), 0.0)
   x = x.transpose(0, 2, 1).reshape(2, -1)  # channel-major flatten

@@ -42,7 +42,7 @@ from simajax.models.config import mvr_config
 from simajax.models.lifting import Lifting
 from simajax.models.orientation import RotationRegressor
 from simajax.models.spiral import SpiralDecoder
-from simajax.models.svr import build_svr, to_tokens
+from simajax.models.svr import build_svr, rotate_about_wrist, to_tokens
 
 Array = jax.Array
 
@@ -107,8 +107,12 @@ class MVRHand(nn.Module):
     b = images.shape[0]
     valid = view_valid.astype(bool)
     images = jnp.where(valid[:, :, None, None, None], images, jnp.zeros((), images.dtype))
-    per_view = lambda x: x.reshape((b, v) + x.shape[1:])  # noqa: E731
-    flat = lambda x: x.reshape((b * v,) + x.shape[2:])  # noqa: E731
+
+    def per_view(x):  # [B * V, ...] -> [B, V, ...]
+      return x.reshape((b, v) + x.shape[1:])
+
+    def flat(x):  # [B, V, ...] -> [B * V, ...]
+      return x.reshape((b * v,) + x.shape[2:])
 
     num_joints = self.joint_regressor.shape[0]
     feats, backbone_mids = backbone_lib.Backbone(
@@ -150,19 +154,14 @@ class MVRHand(nn.Module):
                  "fused_joint_feature_f_j": f_j_fused,
                  "fused_orientation_tokens": per_view(tokens)})
 
-    # Rotate the hand's canonical mesh about its wrist, once per view. The canonical mesh and
-    # the subtracted root are detached; the added-back root is not (the SVR's composition).
-    root = joints[:, 0]
-    root_sg = jax.lax.stop_gradient(root)
-    root_grad = (root - root_sg)[:, None, None, :]
-    verts_w_gr = geometry.rotate_about_root(jax.lax.stop_gradient(verts)[:, None], rot_mat,
-                                            root_sg[:, None])
-    joints_w_gr = geometry.rotate_about_root(jax.lax.stop_gradient(joints)[:, None], rot_mat,
-                                             root_sg[:, None])
-    over_views = lambda x: jnp.broadcast_to(x[:, None], (b, v) + x.shape[1:])  # noqa: E731
+    # The hand's one canonical mesh, rotated about its wrist once per view, with the SVR's
+    # detaches.
+    verts_v = jnp.broadcast_to(verts[:, None], (b, v) + verts.shape[1:])
+    joints_v = jnp.broadcast_to(joints[:, None], (b, v) + joints.shape[1:])
+    verts_w_gr, joints_w_gr = rotate_about_wrist(flat(verts_v), flat(joints_v), flat(rot_mat))
     outputs = {
-        "verts3d_wo_gr": over_views(verts), "joints3d_wo_gr": over_views(joints),
-        "verts3d_w_gr": verts_w_gr + root_grad, "joints3d_w_gr": joints_w_gr + root_grad,
+        "verts3d_wo_gr": verts_v, "joints3d_wo_gr": joints_v,
+        "verts3d_w_gr": per_view(verts_w_gr), "joints3d_w_gr": per_view(joints_w_gr),
         "joints_img": per_view(feats.uv), "glob_rot6d": per_view(rot6d), "glob_rot_mat": rot_mat,
     }
     return outputs, mids
