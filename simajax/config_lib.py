@@ -129,6 +129,7 @@ def base_config(stage: str, dataset: str = "synthetic",
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.model = 1  # model-axis size; >1 splits the large attention/MLP kernels
+  c.mesh.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
 
   # Multi-host: `jax.distributed.initialize` with these (None = auto-detect on TPU/SLURM).
   c.distributed = ml_collections.ConfigDict()

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import signal
-from typing import Any
+from typing import Any, NamedTuple, Optional
 
 from absl import app, flags
 import jax
@@ -100,8 +100,15 @@ class _Preemption:
     self.requested = True
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs (or resumes) a training run in ``workdir``; returns the final validation metrics."""
+class TrainResult(NamedTuple):
+  """What a finished (or preempted) run leaves in memory, besides its workdir."""
+  metrics: dict  # the last validation result (MetricAccumulator.result()), {} if none ran
+  state: dict  # the final training state
+  teacher_variables: Optional[dict]  # the frozen MVR teacher's variables (SVR with SiMA)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainResult:
+  """Runs (or resumes) a training run in ``workdir``."""
   # ---------------------------------------------------------------- distributed setup, logging
   if config.distributed.initialize:
     kwargs = {k: v for k, v in config.distributed.items() if k != "initialize" and v is not None}
@@ -144,14 +151,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   devices = jax.devices()[:config.mesh.get("num_devices") or None]
   mesh = sharding.make_mesh(config.mesh.model, devices)
   size = config.data.image_size
-  dummy_image = jnp.zeros((1, 8, size, size, 3) if stage == "mvr" else (1, size, size, 3))
-  dummy_inputs = (dummy_image, jnp.ones((1, 8), bool)) if stage == "mvr" else (dummy_image,)
+  image_shape = (1, 8, size, size, 3) if stage == "mvr" else (1, size, size, 3)
+  input_shapes = [jax.ShapeDtypeStruct(image_shape, jnp.float32)]
+  if stage == "mvr":
+    input_shapes.append(jax.ShapeDtypeStruct((1, 8), jnp.bool_))
 
-  def init_fn(rng):
-    return steps.init_state(model, tx, rng, *dummy_inputs)
+  def init_fn():
+    return steps.init_state(model, tx, config.seed, *input_shapes)
 
-  rng = jax.random.key(config.seed)
-  abstract_state = jax.eval_shape(init_fn, rng)
+  abstract_state = jax.eval_shape(init_fn)
   state_shardings = sharding.state_shardings(mesh, abstract_state)
 
   # ---------------------------------------------------------------- teacher (SVR with SiMA)
@@ -169,7 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     train_iter.set_state(data_position)
     log.info("resumed from %s at step %d", ckpt.directory, int(state["step"]))
   else:
-    state = jax.jit(init_fn, out_shardings=state_shardings)(rng)
+    state = jax.jit(init_fn, out_shardings=state_shardings)()
     if config.init_from:
       weights = checkpointing.restore_params_only(evaluation.checkpoint_dir_of(config.init_from))
       state["params"] = jax.device_put(weights["params"], state_shardings["params"])
@@ -241,7 +249,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       break
   ckpt.close()
   writer.close()
-  return result
+  return TrainResult(result, state, teacher_variables)
 
 
 def main(argv):

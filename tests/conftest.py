@@ -9,9 +9,15 @@ results beyond float rounding, which every tolerance here allows; subprocesses i
 
 import os
 import pathlib
+import tempfile
 
 os.environ.setdefault(
     "XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
+
+# A compilation cache shared by this session and its subprocesses, so runs that must agree bit
+# for bit (kill/resume) compile once. Fresh per session: nothing stale carries over.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="simajax-xla-cache-"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import pytest  # noqa: E402
 

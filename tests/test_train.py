@@ -1,0 +1,226 @@
+"""Training end to end on the tiny synthetic data: both stages, SiMA's teacher handling, resume
+after ``kill -9``, sharded steps and multi-process training.
+
+Every run here uses the `tiny` model (`:runlocal` configs). Runs that must agree bit for bit
+share one config, so the persistent compilation cache (tests/conftest.py) compiles them once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from simajax import config_lib, train
+from simajax.training import checkpointing
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SVR_STEPS = 18
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> str:
+  from data_pipelines import build
+  path = str(tmp_path_factory.mktemp("tfds"))
+  build.ensure_built("synthetic_hands/tiny", path)
+  return path
+
+
+def svr_overrides(data_dir: str) -> dict:
+  """The plain-SVR config every bitwise comparison shares (as --config.key=value pairs)."""
+  return {"distill.enabled": False, "data.mode": "single_view", "data.data_dir": data_dir,
+          "mesh.num_devices": 1, "total_steps": SVR_STEPS, "log_every_steps": 1,
+          "eval_every_steps": SVR_STEPS, "checkpoint.every_steps": 6}
+
+
+def load(stage: str, overrides: dict):
+  config = config_lib.load_config(str(REPO / "configs" / f"{stage}_synthetic.py") + ":runlocal")
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def train_command(stage: str, overrides: dict, workdir) -> list[str]:
+  return ([sys.executable, "-m", "simajax.train",
+           f"--config={REPO / 'configs' / f'{stage}_synthetic.py'}:runlocal",
+           f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in overrides.items()])
+
+
+def final_params(workdir, step=None):
+  return checkpointing.restore_params_only(os.path.join(workdir, "checkpoints"), step)
+
+
+def read_metrics(workdir) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def svr_run(data_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("svr")
+  result = train.train_and_evaluate(load("svr", svr_overrides(data_dir)), str(workdir))
+  return workdir, result
+
+
+def test_svr_trains_and_loss_falls(svr_run):
+  workdir, result = svr_run
+  logged = [m for m in read_metrics(workdir) if "train/loss" in m]
+  assert len(logged) == SVR_STEPS
+  # The total is dominated by slow terms (2D joints, normals); the mesh term shows learning.
+  for key, factor in (("train/loss", 1.0), ("train/loss_mesh_canonical", 0.9)):
+    values = [m[key] for m in logged]
+    assert np.mean(values[-4:]) < factor * np.mean(values[:4]), (key, values)
+  overall = result.metrics["metrics"]["overall"]
+  assert overall["count"] > 0 and np.isfinite(overall["pa_vpe"])
+  for name in ("config.json", "topology.npz", f"eval_step{SVR_STEPS}.json"):
+    assert (workdir / name).exists(), name
+  for key in ("train/l2_grads", "train/l2_params", "train/l2_updates", "train/lr"):
+    assert np.isfinite(logged[0][key]), key
+
+
+def test_kill_9_and_resume_gives_bitwise_identical_parameters(svr_run, data_dir, tmp_path):
+  reference, _ = svr_run
+  workdir = tmp_path / "killed"
+  command = train_command("svr", svr_overrides(data_dir), workdir)
+  process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  checkpoints = workdir / "checkpoints"
+  deadline = time.time() + 600
+  # Kill as soon as the first checkpoint is complete, mid-training.
+  while time.time() < deadline and process.poll() is None:
+    done = [p for p in checkpoints.glob("*") if p.name.isdigit()] if checkpoints.exists() else []
+    if done:
+      break
+    time.sleep(0.05)
+  assert process.poll() is None, "the run ended before it could be killed"
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  killed_at = checkpointing.Checkpointer(checkpoints).latest_step()
+  assert killed_at is not None and killed_at < SVR_STEPS
+  subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  resumed, uninterrupted = final_params(workdir, SVR_STEPS), final_params(reference, SVR_STEPS)
+  jax.tree.map(np.testing.assert_array_equal, resumed, uninterrupted)
+
+
+def test_evaluate_cli_scores_a_saved_run(svr_run, tmp_path):
+  from simajax import evaluate
+  workdir, result = svr_run
+  out = tmp_path / "metrics.json"
+  assert evaluate.main(["--checkpoint", str(workdir), "--split", "validation", "--out", str(out),
+                        "--table", str(tmp_path / "t.md"), "--plot", str(tmp_path / "p.png")]) == 0
+  scored = json.loads(out.read_text())
+  # The same checkpoint on the same split scores what the trainer's own evaluation scored.
+  for key in ("jpe", "vpe", "pa_jpe", "pa_vpe", "f5"):
+    assert scored["metrics"]["overall"][key] == pytest.approx(
+        result.metrics["metrics"]["overall"][key], rel=1e-5)
+  assert scored["run"]["step"] == SVR_STEPS
+  assert (tmp_path / "p.png").stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def mvr_run(data_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("mvr")
+  overrides = {"data.data_dir": data_dir, "mesh.num_devices": 1, "total_steps": 3,
+               "eval_every_steps": 3, "log_every_steps": 1}
+  result = train.train_and_evaluate(load("mvr", overrides), str(workdir))
+  return workdir, result
+
+
+def test_mvr_trains_and_scores_every_view(mvr_run):
+  workdir, result = mvr_run
+  assert len([m for m in read_metrics(workdir) if "train/loss" in m]) == 3
+  assert result.metrics["metrics"]["overall"]["count"] > 0
+
+
+def test_sima_svr_uses_frozen_teacher_that_is_never_checkpointed(mvr_run, data_dir, tmp_path):
+  teacher_dir, _ = mvr_run
+  overrides = {"data.data_dir": data_dir, "mesh.num_devices": 1, "total_steps": 2,
+               "eval_every_steps": 2, "log_every_steps": 1,
+               "distill.teacher_checkpoint": str(teacher_dir)}
+  workdir = tmp_path / "sima"
+  result = train.train_and_evaluate(load("svr", overrides), str(workdir))
+  # The teacher's variables after the SVR steps are exactly its checkpoint's.
+  on_disk = final_params(teacher_dir)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(result.teacher_variables), on_disk)
+  # Distillation was active.
+  logged = [m for m in read_metrics(workdir) if "train/loss" in m]
+  assert all(m["train/loss_se"] > 0 and m["train/loss_oe"] > 0 for m in logged)
+  # The student's checkpoint holds the student only: the same tree as the student's state.
+  student = final_params(workdir)
+  assert (jax.tree.structure(student["params"])
+          == jax.tree.structure(jax.device_get(result.state["params"])))
+  teacher_only = set(on_disk["params"]) - set(student["params"])
+  assert teacher_only, "the MVR should have modules the SVR lacks (fusion)"
+
+
+def test_sharded_step_equals_single_device_step(data_dir):
+  from simajax import input_pipeline, model_setup
+  from simajax.training import optim, sharding, steps
+  import jax.numpy as jnp
+  config = load("svr", svr_overrides(data_dir))
+  topology = model_setup.load_topology(config)
+  model = model_setup.build_model(config, topology)
+  tx, _ = optim.make_optimizer(config, config.batch_size, steps_per_epoch=10)
+  batch = next(input_pipeline.train_iterator(config_lib.input_config(
+      config, "train", "single_view", True, config.batch_size)))
+  step_fn = steps.make_train_step(
+      stage="svr", model=model, tx=tx, faces=jnp.asarray(topology.faces[0]),
+      loss_weights=train.loss_weights(config, distill=False), multi_view=False)
+  shape = jax.ShapeDtypeStruct((1, 128, 128, 3), jnp.float32)
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()[:8]):
+    mesh = sharding.make_mesh(1, devices)
+    init = lambda: steps.init_state(model, tx, 0, shape)  # noqa: E731
+    shardings = sharding.state_shardings(mesh, jax.eval_shape(init))
+    state = jax.jit(init, out_shardings=shardings)()
+    new_state, metrics = jax.jit(step_fn, in_shardings=(shardings, sharding.batch_sharding(mesh)))(
+        state, sharding.global_batch(batch, mesh))
+    results.append(jax.device_get((new_state["params"], new_state["batch_stats"], metrics)))
+  assert len(jax.devices()) == 8
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6), *results)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_in_lockstep_with_the_single_process_run(svr_run, data_dir, tmp_path):
+  reference, _ = svr_run
+  workdir = tmp_path / "multihost"
+  port = _free_port()
+  env = dict(os.environ)
+  # One CPU device per process: CPU collectives across processes hang otherwise.
+  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(
+      "--xla_force_host_platform_device_count=8", "--xla_force_host_platform_device_count=1")
+  overrides = dict(svr_overrides(data_dir), **{"mesh.num_devices": None})
+  del overrides["mesh.num_devices"]
+  processes = []
+  for index in range(2):
+    command = train_command("svr", overrides, workdir) + [
+        "--config.distributed.initialize=True",
+        f"--config.distributed.coordinator_address=localhost:{port}",
+        "--config.distributed.num_processes=2", f"--config.distributed.process_id={index}"]
+    processes.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True))
+  for process in processes:
+    _, err = process.communicate(timeout=900)
+    assert process.returncode == 0, err[-3000:]
+  # Two processes of one device each, each reading half of every global batch, end where one
+  # process with the whole batch ends.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6),
+               final_params(workdir, SVR_STEPS), final_params(reference, SVR_STEPS))
