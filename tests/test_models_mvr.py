@@ -209,11 +209,6 @@ def test_image_fusion_ignores_invalid_views(train):
 # ----------------------------------------------------------------------------------------------
 # The whole model, tiny variant.
 
-# Test-only compile flags: XLA:CPU's backend optimisations triple the compile time of these
-# one-off graphs and save nothing at the tiny variant's run time.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
 def orientation_loss(outputs, mids):
   """L_R- and L_OE-like terms."""
   return jnp.sum(outputs["glob_rot_mat"] ** 2) + jnp.sum(mids["fused_orientation_tokens"] ** 2)
@@ -237,10 +232,8 @@ def tiny(reference_topology):
     return orientation_loss(outputs, mids), (outputs, mids, updates["batch_stats"])
 
   grad_fn = jax.value_and_grad(train_loss, has_aux=True)
-  eval_apply = jax.jit(lambda v, x, m: model.apply(v, x, m, train=False),
-                       compiler_options=FAST_COMPILE)
-  train_grads = jax.jit(lambda v, x, m: grad_fn(v["params"], v["batch_stats"], x, m),
-                        compiler_options=FAST_COMPILE)
+  eval_apply = jax.jit(lambda v, x, m: model.apply(v, x, m, train=False))
+  train_grads = jax.jit(lambda v, x, m: grad_fn(v["params"], v["batch_stats"], x, m))
   return model, variables, images, eval_apply, train_grads
 
 

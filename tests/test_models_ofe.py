@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from simajax.models import build_svr, svr_config
-from test_models_mvr import FAST_COMPILE, scaled_variables
+from test_models_mvr import scaled_variables
 
 # docs/ARCHITECTURE.md §2.2: one official MultiHeadAttention block and j_latent_mapping.
 MHA_SIZE = 16_779_264
@@ -64,8 +64,7 @@ def test_regressor_reads_the_orientation_tokens(reference_topology):
                                   if "attn" not in k}
   images = np.random.default_rng(0).random((2, 128, 128, 3), dtype=np.float32)
   run = jax.jit(lambda a, b: (with_ofe.apply(a, images, train=False),
-                              without.apply(b, images, train=False)),
-                compiler_options=FAST_COMPILE)
+                              without.apply(b, images, train=False)))
   (out_ofe, mid_ofe), (out, mid) = jax.device_get(run(variables, reduced))
 
   assert {k: v.shape for k, v in out.items()} == {k: v.shape for k, v in out_ofe.items()}
