@@ -1,8 +1,18 @@
-"""SVR inference on preprocessed hand crops.
+"""SVR inference: on preprocessed hand crops, or on a researcher's own photos.
 
 CLI:
-  python -m simajax.predict --checkpoint CKPT_DIR --images-npz IN.npz --out OUT.npz
-      [--config CONFIG] [--batch-size N]
+  python -m simajax.predict --checkpoint CKPT --images-npz IN.npz --out OUT.npz
+      [--step N] [--config CONFIG] [--batch-size N]
+  python -m simajax.predict --checkpoint CKPT --images PHOTO_OR_DIR [...] --out-dir DIR
+      [--box X0 Y0 X1 Y1 | --boxes-json BOXES.json] [--box-expansion 1.5] [--left]
+      [--no-overlay] [--step N] [--config CONFIG] [--batch-size N]
+
+CKPT is either an export directory written by ``simajax.convert`` (``variables/``,
+``model_config.json``, ``topology.npz``) or a training run directory (a trainer ``--workdir``:
+``config.json``, ``topology.npz``, ``checkpoints/``), whose checkpoint is the best by the run's
+``checkpoint.best_metric``, else the latest, or ``--step N``. Only SVR runs (stage 'svr', the
+SiMA student or the plain baseline) predict from single images; the MVR teacher needs the 8
+calibrated views of its dataset and is scored with ``python -m simajax.evaluate --checkpoint``.
 
 IN.npz holds ``images`` [B, S, S, 3] float32 RGB in [0, 1] (S = the model's input size, 128:
 hand crops as the official pre-processing makes them, no mean/std normalisation). OUT.npz holds
@@ -10,21 +20,55 @@ the model outputs (``simajax.models.OUTPUT_KEYS``, official meanings and units):
 rotated vertices [B, 778, 3] and joints [B, 21, 3] in metres, 2D joints [B, 21, 2] in [0, 1]
 crop units, the 6D rotation [B, 6] and its matrix [B, 3, 3] (rows convention).
 
-The library entry point is ``Predictor``; other front ends (photos, mesh export) can build on it.
+Photos (JPEG/PNG files, or directories of them) are cropped as the official test-time
+pre-processing does (``simajax.photo``): a box ``[x0, y0, x1, y1]`` (``--box`` for all photos, or
+``--boxes-json`` {file name: box, or {"box": box, "left": true}}) is expanded 1.5x about its centre
+(``--box-expansion``; 1 keeps it) and made square; without a box the whole image, made square
+about its centre and zero-padded, is the crop. ``--left`` (or ``"left": true``) flips a left-hand
+photo before cropping and mirrors the predictions back, so every output is of the photo's own
+hand. DIR receives, per photo ``<name>`` (its file stem):
+
+  <name>.obj, <name>.ply   the rotated mesh ``verts3d_w_gr``, root-relative (wrist joint at the
+                           origin), metres, camera orientation (x right, y down, z away from the
+                           camera); faces of the topology's level 0, wound outward.
+  <name>_overlay.png       the photo with the mesh (weak-perspective fit of the 3D joints to the
+                           2D joints, see ``simajax.photo``), the 2D skeleton and the crop box.
+  predictions.npz          for all photos in order: OUTPUT_KEYS (as predicted, mirrored for left
+                           hands; joints_img in units of the crop as the photo shows it), plus
+                           joints_photo [B, 21, 2] (photo pixels), crop_boxes [B, 4] (x, y, w, h
+                           square crop box, photo pixels), crop_affines [B, 2, 3] (photo pixels ->
+                           crop pixels, joints_img * S), weak_perspective [B, 3] (s in pixels per
+                           metre, t [2] pixels; NaN or s <= 0: no fit, no mesh drawn), photo_sizes
+                           [B, 2] (width, height), left [B], names [B], files [B].
+
+The library entry points are ``Predictor``, ``load_model`` and ``predict_photos``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
+from typing import Callable, Optional, Sequence
 
 import jax
+import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 
-from simajax import checkpoint_io
+from simajax import checkpoint_io, config_lib, model_setup, photo
 from simajax.convert import resolve_model_config
-from simajax.models import OUTPUT_KEYS
+from simajax.mesh import MeshTopology
+from simajax.models import OUTPUT_KEYS, build_svr
+from simajax.render import draw
+from simajax.training import checkpointing
+
+# A training run directory (a trainer --workdir), as ``simajax.training.evaluation`` reads it;
+# not imported from there, which would pull in the input pipeline and its dataset readers.
+RUN_CONFIG_FILE = "config.json"
+RUN_TOPOLOGY_FILE = "topology.npz"
+RUN_CHECKPOINT_DIR = "checkpoints"
 
 
 def validate_images(images: np.ndarray, input_size: int, source: str = "images") -> None:
@@ -103,27 +147,221 @@ def read_images(path: str | pathlib.Path) -> np.ndarray:
     return data["images"]
 
 
+def load_model(checkpoint: str | os.PathLike, step: Optional[int] = None,
+               model_config: Optional[ml_collections.ConfigDict] = None
+               ) -> tuple[checkpoint_io.LoadedModel, str]:
+  """Restores an SVR from an export directory or a training run directory.
+
+  Args:
+    checkpoint: an export dir (``simajax.convert``), a training run dir, or its ``checkpoints/``.
+    step: a training run's checkpoint step; default the best by the run's
+      ``checkpoint.best_metric``, else the latest. Not valid for export dirs.
+    model_config: overrides the stored model config (the variables must still fit it).
+
+  Returns:
+    (the model, a one-line description of what was loaded).
+
+  Raises:
+    FileNotFoundError: when the directory is neither kind, or a run has no checkpoint.
+    ValueError: for an MVR run, an unknown step, or variables that do not fit the model.
+  """
+  path = pathlib.Path(checkpoint).absolute()
+  if (path / checkpoint_io.VARIABLES_DIR).is_dir() or (path / checkpoint_io.CONFIG_FILE).exists():
+    if step is not None:
+      raise ValueError(f"--step {step}: {path} is an export directory (one set of weights); "
+                       "--step selects a checkpoint of a training run directory")
+    return checkpoint_io.load_checkpoint(path, model_config), f"export directory {path}"
+  run_dir = path
+  if (path.name == RUN_CHECKPOINT_DIR
+      and (path.parent / RUN_CONFIG_FILE).exists()):
+    run_dir = path.parent
+  if not (run_dir / RUN_CONFIG_FILE).exists():
+    raise FileNotFoundError(
+        f"{path} is neither an export directory ({checkpoint_io.VARIABLES_DIR}/, "
+        f"{checkpoint_io.CONFIG_FILE}, {checkpoint_io.TOPOLOGY_FILE}) nor a training run directory "
+        f"({RUN_CONFIG_FILE}, {RUN_TOPOLOGY_FILE}, {RUN_CHECKPOINT_DIR}/)")
+  return _load_run(run_dir, step, model_config)
+
+
+def _load_run(run_dir: pathlib.Path, step, model_config):
+  config = config_lib.load_config(str(run_dir / RUN_CONFIG_FILE))
+  stage = config.get("stage")
+  if stage != "svr":
+    raise ValueError(
+        f"{run_dir}: a stage {stage!r} run. Only SVR runs (stage 'svr') predict from single "
+        "images; the MVR teacher fuses the 8 calibrated views of its dataset. Predict with the "
+        f"SVR run it taught, or score it with: python -m simajax.evaluate --checkpoint {run_dir}")
+  topology_path = run_dir / RUN_TOPOLOGY_FILE
+  topology = (MeshTopology.load(topology_path) if topology_path.exists()
+              else model_setup.load_topology(config))
+  model = build_svr(model_config or config.model, topology)
+  ckpt_dir = run_dir / RUN_CHECKPOINT_DIR
+  steps = sorted(ocp.utils.checkpoint_steps(ckpt_dir)) if ckpt_dir.is_dir() else []
+  if not steps:
+    raise FileNotFoundError(f"training run {run_dir}: no checkpoint in {ckpt_dir}")
+  if step is not None and step not in steps:
+    raise ValueError(f"--step {step}: training run {run_dir} has checkpoints at steps {steps}")
+  best = dict(best_metric=config.checkpoint.get("best_metric"),
+              best_mode=config.checkpoint.get("best_mode", "min"))
+  chosen = checkpointing.resolve_step(ckpt_dir, step, **best)
+  restored = checkpointing.restore_params_only(ckpt_dir, chosen, **best)
+  variables = _fit_variables(restored, checkpoint_io.abstract_variables(model),
+                             f"{ckpt_dir}/{chosen}")
+  how = "--step" if step is not None else (
+      f"best by {best['best_metric']!r}, else latest" if best["best_metric"] else "latest")
+  return (checkpoint_io.LoadedModel(model, variables, model_config or config.model, topology),
+          f"training run {run_dir}, step {chosen} ({how})")
+
+
+def _fit_variables(restored, abstract, source):
+  """The restored params/batch_stats on the default device, checked against the model."""
+  expected = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
+
+  def shapes(tree):
+    return {jax.tree_util.keystr(path): tuple(np.shape(leaf))
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+  got, want = shapes(restored), shapes(expected)
+  if got != want:
+    missing = sorted(set(want) - set(got))
+    unknown = sorted(set(got) - set(want))
+    misshaped = sorted(f"{k}: expected {list(want[k])}, got {list(got[k])}"
+                       for k in set(want) & set(got) if want[k] != got[k])
+    raise ValueError(f"{source}: the checkpoint does not fit the model (wrong --config?); "
+                     f"{len(missing)} missing {missing[:5]}, {len(unknown)} unknown "
+                     f"{unknown[:5]}, {len(misshaped)} misshaped {misshaped[:5]}")
+  return jax.device_put(jax.tree.map(lambda a, t: np.asarray(a, t.dtype), restored, expected),
+                        jax.devices()[0])
+
+
+def predict_photos(predictor: Predictor, specs: Sequence[photo.PhotoSpec],
+                   out_dir: str | os.PathLike, topology: MeshTopology, *,
+                   expansion: float = photo.BBOX_EXPANSION, overlays: bool = True,
+                   log: Callable[[str], None] = print) -> dict[str, np.ndarray]:
+  """Predicts on photos and writes meshes, overlays and ``predictions.npz`` into ``out_dir``.
+
+  Args:
+    predictor: the restored SVR.
+    specs: the photos (``photo.photo_specs``).
+    out_dir: output directory (created).
+    topology: the model's mesh topology (level-0 faces for the meshes).
+    expansion: growth factor of user boxes about their centre (official 1.5).
+    overlays: also render ``<name>_overlay.png``.
+    log: receives one line per photo.
+
+  Returns:
+    The arrays written to ``predictions.npz`` (see the module docstring).
+
+  Raises:
+    ValueError: for unreadable photos or bad boxes, naming the file; every photo is read and
+      cropped before the model runs.
+  """
+  size = predictor.model.input_size
+  crops = [photo.crop_photo(photo.read_photo(spec.path), size, spec.box, spec.left, expansion,
+                            source=str(spec.path)) for spec in specs]
+  raw = predictor(np.stack([c.image for c in crops]), "photo crops")
+  left = np.array([spec.left for spec in specs])
+  mirrored = photo.mirror_outputs(raw)
+  outputs = {k: np.where(left.reshape((-1,) + (1,) * (raw[k].ndim - 1)), mirrored[k], raw[k])
+             for k in OUTPUT_KEYS}
+  joints_photo = np.stack([photo.joints_to_photo(outputs["joints_img"][i], c, size)
+                           for i, c in enumerate(crops)])
+  faces = np.asarray(topology.faces[0], np.int64)
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  fits = np.full((len(specs), 3), np.nan)
+  for i, (spec, photo_crop) in enumerate(zip(specs, crops)):
+    # A mirrored mesh keeps outward normals only with its triangles' winding reversed.
+    hand_faces = faces[:, ::-1] if spec.left else faces
+    root = outputs["joints3d_w_gr"][i, 0]
+    vertices = outputs["verts3d_w_gr"][i] - root
+    photo.write_meshes(out_dir / spec.name, vertices, hand_faces)
+    written = [f"{spec.name}.obj", f"{spec.name}.ply"]
+    note = ""
+    if overlays:
+      image, scale, offset = photo.render_overlay(
+          photo.read_photo(spec.path), vertices, hand_faces, outputs["joints3d_w_gr"][i] - root,
+          joints_photo[i], photo_crop.box)
+      fits[i] = [scale, *offset]
+      draw.save_image(out_dir / f"{spec.name}_overlay.png", image)
+      written.append(f"{spec.name}_overlay.png")
+      if not scale > 0:
+        note = " (the 3D and 2D joints admit no weak-perspective fit: overlay without mesh)"
+    box = "whole image" if spec.box is None else f"box {spec.box.tolist()}"
+    log(f"{spec.path} ({box}{', left hand' if spec.left else ''}) -> "
+        f"{', '.join(written)}{note}")
+  results = dict(outputs)
+  results.update(
+      joints_photo=joints_photo,
+      crop_boxes=np.stack([c.box for c in crops]),
+      crop_affines=np.stack([c.affine for c in crops]),
+      weak_perspective=fits,
+      photo_sizes=np.array([[c.width, c.height] for c in crops], np.int64),
+      left=left,
+      names=np.array([spec.name for spec in specs]),
+      files=np.array([str(spec.path) for spec in specs]))
+  np.savez(out_dir / "predictions.npz", **results)
+  return results
+
+
 def main(argv: list[str] | None = None) -> None:
   """CLI entry point (see the module docstring)."""
   parser = argparse.ArgumentParser(prog="python -m simajax.predict", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--checkpoint", required=True, help="checkpoint dir (simajax.convert)")
-  parser.add_argument("--images-npz", required=True, help="npz with images [B, S, S, 3]")
-  parser.add_argument("--out", required=True, help="output .npz")
+  parser.add_argument("--checkpoint", required=True,
+                      help="export dir (simajax.convert) or training run dir")
+  parser.add_argument("--step", type=int, help="checkpoint step of a training run dir")
+  inputs = parser.add_mutually_exclusive_group(required=True)
+  inputs.add_argument("--images-npz", help="npz with images [B, S, S, 3]")
+  inputs.add_argument("--images", nargs="+", help="JPEG/PNG photos and/or directories of them")
+  parser.add_argument("--out", help="output .npz (with --images-npz)")
+  parser.add_argument("--out-dir", help="output directory (with --images)")
+  boxes = parser.add_mutually_exclusive_group()
+  boxes.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"),
+                     help="hand box in photo pixels, for every photo")
+  boxes.add_argument("--boxes-json", help='JSON {file name: [x0, y0, x1, y1] or '
+                                          '{"box": [...], "left": true}}')
+  parser.add_argument("--box-expansion", type=float, default=photo.BBOX_EXPANSION,
+                      help="growth of a box about its centre (official 1.5; 1 keeps the box)")
+  parser.add_argument("--left", action="store_true", help="the photos show left hands")
+  parser.add_argument("--no-overlay", action="store_true", help="skip the overlay pictures")
   parser.add_argument("--config", help="override the checkpoint's model config (a variant "
                                        "name or a config file with get_config().model)")
   parser.add_argument("--batch-size", type=int, default=32)
   args = parser.parse_args(argv)
+  if args.images_npz is not None and not args.out:
+    parser.error("--images-npz needs --out")
+  if args.images is not None and not args.out_dir:
+    parser.error("--images needs --out-dir")
+  photo_only = {"--out-dir": args.out_dir, "--box": args.box, "--boxes-json": args.boxes_json,
+                "--left": args.left or None, "--no-overlay": args.no_overlay or None}
+  if args.images_npz is not None and any(v is not None for v in photo_only.values()):
+    parser.error(f"{[k for k, v in photo_only.items() if v is not None]} apply to --images only")
+  if args.box_expansion <= 0:
+    parser.error(f"--box-expansion must be positive, got {args.box_expansion}")
   try:
     model_config = resolve_model_config(args.config) if args.config else None
+    if args.images is not None:
+      specs = photo.photo_specs(args.images, box=args.box, boxes_json=args.boxes_json,
+                                left=args.left)
+      loaded, description = load_model(args.checkpoint, args.step, model_config)
+      print(f"model: {description}")
+      predictor = Predictor(loaded, min(args.batch_size, len(specs)))
+      predict_photos(predictor, specs, args.out_dir, loaded.topology,
+                     expansion=args.box_expansion, overlays=not args.no_overlay)
+      print(f"wrote {len(specs)} predictions to {args.out_dir} (predictions.npz, meshes"
+            f"{'' if args.no_overlay else ', overlays'})")
+      return
     images = read_images(args.images_npz)
-    predictor = Predictor.from_checkpoint(args.checkpoint, args.batch_size, model_config)
+    loaded, description = load_model(args.checkpoint, args.step, model_config)
+    predictor = Predictor(loaded, args.batch_size)
     outputs = predictor(images, f"{args.images_npz}: images")
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     raise SystemExit(2) from e
   np.savez(args.out, **outputs)
-  print(f"wrote {args.out}: {images.shape[0]} predictions ({', '.join(OUTPUT_KEYS)})")
+  print(f"wrote {args.out}: {images.shape[0]} predictions ({', '.join(OUTPUT_KEYS)}) from "
+        f"{description}")
 
 
 if __name__ == "__main__":
