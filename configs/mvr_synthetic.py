@@ -11,14 +11,8 @@ from simajax import config_lib
 
 def get_config(arg=None):
   """Returns the config; ``arg == 'runlocal'`` shrinks it for a smoke run."""
-  config = config_lib.base_config("mvr", "synthetic", variant="small")
   # The synthetic data is built on first use; `small` builds in a few minutes on 2 cores.
-  # The `small` model: the official one learns too slowly for a CPU budget (BENCHMARKS.md).
-  config.total_epochs = 12.0
-  config.optim.decay_epochs = [9]
-  config.log_every_steps = 20
-  config.eval_every_steps = 500
-  config.checkpoint.every_steps = 200
+  config = config_lib.synthetic_config("mvr")
   if arg == "runlocal":
     config_lib.apply_runlocal(config)
   return config

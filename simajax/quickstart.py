@@ -1,0 +1,178 @@
+r"""The whole method end to end on the built-in synthetic hands (the README's main command).
+
+  python -m simajax.quickstart --workdir runs/quickstart
+
+1. builds ``synthetic_hands/small`` when missing (8-view frames with object occlusion);
+2. trains the multi-view teacher (MVR, stage 1) and then the single-view model with SiMA
+   distillation from the frozen teacher (SVR, stage 2), with ``configs/*_synthetic.py``'s
+   settings (``simajax.config_lib.synthetic_config``);
+3. scores both on the test split with the paper's protocol, next to the trivial baseline that
+   predicts the mean root-relative training mesh for every image, and prints the table;
+4. writes example meshes (.obj) and overlay pictures of test crops.
+
+Each stage resumes from its workdir when the command is run again, so an interrupted quickstart
+continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from typing import Optional, Sequence
+
+import jax
+import numpy as np
+
+from simajax import config_lib, evaluate, input_pipeline, model_setup, train
+from simajax.training import checkpointing, evaluation
+
+DATASET = "synthetic_hands/small"
+TABLE_METRICS = (("jpe", "JPE"), ("vpe", "VPE"), ("pa_jpe", "PA-JPE"), ("pa_vpe", "PA-VPE"),
+                 ("pa_f5", "PA-F@5"))
+
+
+def _split_targets(config, split: str) -> dict[str, np.ndarray]:
+  """Camera-frame GT joints/verts and visibility of every view of a split, in record order."""
+  iterable = input_pipeline.eval_iterable(
+      config_lib.input_config(config, split, "single_view", False, 64))
+  parts = {"joints": [], "verts": [], "visibility": []}
+  for batch in iterable:
+    keep = batch["mask"] > 0
+    parts["joints"].append(batch["joints_in_camera"][keep])
+    parts["verts"].append(batch["verts_in_camera"][keep])
+    parts["visibility"].append(batch["vis_ratio"][keep])
+  return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def mean_mesh_baseline(config) -> dict:
+  """Scores the mean root-relative training mesh, predicted for every test view."""
+  train_gt = _split_targets(config, config.data.train_split)
+  test_gt = _split_targets(config, config.data.test_split)
+  root = lambda x, j: x - j[:, :1]  # noqa: E731  (wrist = joint 0)
+  mean_joints = root(train_gt["joints"], train_gt["joints"]).mean(axis=0)
+  mean_verts = root(train_gt["verts"], train_gt["joints"]).mean(axis=0)
+  n = len(test_gt["joints"])
+  return evaluate.score_predictions(
+      np.broadcast_to(mean_joints, (n,) + mean_joints.shape),
+      np.broadcast_to(mean_verts, (n,) + mean_verts.shape),
+      test_gt["joints"], test_gt["verts"], test_gt["visibility"])
+
+
+def write_examples(svr_dir: str, out_dir: str, count: int) -> None:
+  """Predicted meshes (.obj) and overlays (prediction | ground truth) of the first test views.
+
+  The network predicts no camera translation; for the picture, the predicted rotated mesh is
+  placed at the ground-truth wrist position and projected with the crop's intrinsics.
+  """
+  from simajax.render import draw, mesh_io  # pylint: disable=import-outside-toplevel
+  config, topology = evaluation.load_run(svr_dir)
+  model = model_setup.build_model(config, topology)
+  variables = checkpointing.restore_params_only(
+      evaluation.checkpoint_dir_of(svr_dir), best_metric=config.checkpoint.best_metric,
+      best_mode=config.checkpoint.best_mode)
+  batch = next(iter(input_pipeline.eval_iterable(
+      config_lib.input_config(config, config.data.test_split, "single_view", False, count))))
+  outputs, _ = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, batch["image"])
+  faces = np.asarray(topology.faces[0])
+  os.makedirs(out_dir, exist_ok=True)
+  tiles = []
+  for i in range(int((batch["mask"] > 0).sum())):
+    pred = np.asarray(outputs["verts3d_w_gr"][i])
+    pred_joints = np.asarray(outputs["joints3d_w_gr"][i])
+    gt_joints = batch["joints_in_camera"][i]
+    placed = pred - pred_joints[0] + gt_joints[0]
+    mesh_io.write_obj(os.path.join(out_dir, f"test_view{i}.obj"), pred, faces)
+    crop = (np.clip(batch["image"][i], 0, 1) * 255).astype(np.uint8)
+    K = batch["K_crop"][i]
+    tiles.append(draw.overlay_mesh(crop, placed, faces, K))
+    tiles.append(draw.overlay_mesh(crop, batch["verts_in_camera"][i], faces, K,
+                                   color=(0.6, 1.0, 0.6)))
+  draw.save_image(os.path.join(out_dir, "overlays.png"), draw.image_grid(tiles, ncols=2))
+
+
+def format_table(rows: dict[str, dict]) -> str:
+  """Markdown table: method x (overall, occluded) metrics."""
+  header = "| Method | " + " | ".join(f"{name}" for _, name in TABLE_METRICS) + \
+      " | Occl. VPE | Occl. PA-VPE |"
+  lines = [header, "|---" * (len(TABLE_METRICS) + 3) + "|"]
+  for method, result in rows.items():
+    overall, occluded = result["metrics"]["overall"], result["metrics"]["occluded"]
+
+    def cell(entry, key):
+      value = entry.get(key)
+      scale = 100 if key.startswith(("pa_f", "f")) else 1
+      return "-" if value is None else f"{value * scale:.2f}"
+
+    lines.append(f"| {method} | " + " | ".join(cell(overall, k) for k, _ in TABLE_METRICS)
+                 + f" | {cell(occluded, 'vpe')} | {cell(occluded, 'pa_vpe')} |")
+  return "\n".join(lines) + "\n"
+
+
+def run(workdir: str, data_dir: str, *, variant: str = "small", mvr_steps: Optional[int] = None,
+        svr_steps: Optional[int] = None, examples: int = 4) -> dict:
+  """Runs the quickstart; returns {method: results dict} on the test split."""
+  workdir = os.path.abspath(workdir)
+  timings = {}
+  start = time.perf_counter()
+  from data_pipelines import build  # pylint: disable=import-outside-toplevel
+  build.ensure_built(DATASET, data_dir)
+  timings["data"] = time.perf_counter() - start
+
+  configs = {}
+  for stage, steps in (("mvr", mvr_steps), ("svr", svr_steps)):
+    config = config_lib.synthetic_config(stage, variant=variant)
+    config.data.data_dir = data_dir
+    config.data.build_if_missing = False
+    if steps:
+      config.total_epochs, config.total_steps = None, steps
+      config.optim.decay_epochs = []
+    if stage == "svr":
+      config.distill.teacher_checkpoint = os.path.join(workdir, "mvr")
+    configs[stage] = config
+    t = time.perf_counter()
+    train.train_and_evaluate(config, os.path.join(workdir, stage))
+    timings[stage] = time.perf_counter() - t
+
+  t = time.perf_counter()
+  results = {"mean training mesh": mean_mesh_baseline(configs["svr"])}
+  for stage, name in (("mvr", "MVR teacher (8 views)"), ("svr", "SiMA-SVR (1 view)")):
+    results[name] = evaluation.evaluate_run(os.path.join(workdir, stage))
+  out = os.path.join(workdir, "results")
+  evaluate.write_reports(results["SiMA-SVR (1 view)"], os.path.join(out, "svr_test.json"),
+                         os.path.join(out, "svr_test.md"), os.path.join(out, "svr_pck.png"),
+                         name="SiMA-SVR")
+  write_examples(os.path.join(workdir, "svr"), os.path.join(out, "examples"), examples)
+  timings["evaluation"] = time.perf_counter() - t
+  table = format_table(results)
+  with open(os.path.join(out, "summary.md"), "w", encoding="utf-8") as f:
+    f.write(table)
+  with open(os.path.join(out, "summary.json"), "w", encoding="utf-8") as f:
+    json.dump({"timings_s": timings,
+               "results": {k: v["metrics"] for k, v in results.items()}}, f, indent=1)
+  print("\nTest split of synthetic_hands/small (errors in mm, F-score in %):\n")
+  print(table)
+  print("Stage times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()))
+  print(f"Reports, example meshes and overlays: {out}")
+  return results
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  parser = argparse.ArgumentParser(prog="python -m simajax.quickstart", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--workdir", default="runs/quickstart")
+  parser.add_argument("--data-dir", default="data/tfds")
+  parser.add_argument("--variant", default="small", choices=("official", "small", "tiny"))
+  parser.add_argument("--mvr-steps", type=int, help="override the MVR's training length")
+  parser.add_argument("--svr-steps", type=int, help="override the SVR's training length")
+  parser.add_argument("--examples", type=int, default=4, help="example meshes/overlays to write")
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.WARNING)
+  run(args.workdir, args.data_dir, variant=args.variant, mvr_steps=args.mvr_steps,
+      svr_steps=args.svr_steps, examples=args.examples)
+
+
+if __name__ == "__main__":
+  main()
