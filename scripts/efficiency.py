@@ -106,15 +106,21 @@ def compile_timed(fn: Callable, *args, donate_argnums=()) -> tuple[Any, dict[str
 
 
 def median_time(call: Callable[[], Any], repeats: int, warmup: int) -> dict[str, float]:
-  """Median wall time of ``call()`` (blocked until ready) after ``warmup`` untimed calls."""
+  """Median wall time of ``call()`` (blocked until ready) after ``warmup`` untimed calls.
+
+  Also the median process CPU time (all threads): on a shared machine it grows less with the
+  other load than the wall time does, so it compares runs made under different loads better.
+  """
   for _ in range(warmup):
     jax.block_until_ready(call())
-  times = []
+  times, cpu_times = [], []
   for _ in range(repeats):
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     jax.block_until_ready(call())
     times.append(time.perf_counter() - start)
-  return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+    cpu_times.append(time.process_time() - cpu_start)
+  return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+          "cpu_median_s": statistics.median(cpu_times)}
 
 
 def svr_inputs(batch: int, size: int, dtype, seed: int = 1):
@@ -284,7 +290,8 @@ def report_forward(label: str, r: dict[str, Any], frames: int | None = None) -> 
   gflop = "n/a" if r["gflop_per_image"] is None else f"{r['gflop_per_image']:.3f}"
   extra = f", {frames / r['median_s']:.2f} frames/s" if frames else ""
   print(f"  {label:<22}{fmt_ms(r['median_s'])} per call (min {1e3 * r['min_s']:.1f}, "
-        f"max {1e3 * r['max_s']:.1f}); {r['ms_per_image']:.1f} ms/image, "
+        f"max {1e3 * r['max_s']:.1f}, CPU {1e3 * r['cpu_median_s']:.1f}); "
+        f"{r['ms_per_image']:.1f} ms/image, "
         f"{r['images_per_s']:.1f} images/s{extra}; {gflop} GFLOP/image; "
         f"lower {r['lower_s']:.1f} s + compile {r['compile_s']:.1f} s")
 
@@ -350,7 +357,8 @@ def main() -> None:
       r["train_step"] = t
       gflop = "n/a" if t["gflop_per_image"] is None else f"{t['gflop_per_image']:.3f}"
       print(f"  {'train step, batch ' + str(args.batch):<22}{fmt_ms(t['median_s'])} per step "
-            f"(min {1e3 * t['min_s']:.1f}, max {1e3 * t['max_s']:.1f}); "
+            f"(min {1e3 * t['min_s']:.1f}, max {1e3 * t['max_s']:.1f}, "
+            f"CPU {1e3 * t['cpu_median_s']:.1f}); "
             f"{t['ms_per_image']:.1f} ms/image; {gflop} GFLOP/image; "
             f"lower {t['lower_s']:.1f} s + compile {t['compile_s']:.1f} s")
     if args.profile:
@@ -364,7 +372,8 @@ def main() -> None:
         for name in svr_blocks(model):
           b = p[name]
           gflop = "n/a" if b["gflop_per_image"] is None else f"{b['gflop_per_image']:.3f}"
-          print(f"    {name:<20}{fmt_ms(b['median_s'])} ({100 * b['median_s'] / total:4.1f} %), "
+          print(f"    {name:<20}{fmt_ms(b['median_s'])} ({100 * b['median_s'] / total:4.1f} %, "
+                f"CPU {1e3 * b['cpu_median_s']:.1f} ms), "
                 f"{gflop} GFLOP/image, compile {b['compile_s']:.1f} s")
     results["svr"] = r
 
