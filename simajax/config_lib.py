@@ -17,7 +17,7 @@ import os
 
 import ml_collections
 
-from simajax.models.config import svr_config
+from simajax.models.config import mvr_config, svr_config
 
 STAGES = ("mvr", "svr")
 
@@ -67,7 +67,9 @@ def base_config(stage: str, dataset: str = "synthetic",
   c.hand_model = ml_collections.config_dict.placeholder(str)
   c.topology = ml_collections.config_dict.placeholder(str)
 
-  c.model = svr_config(variant)
+  # The teacher and the student of a SiMA run use the same variant, so the distilled features
+  # (f_v, f_o tokens) have the same shapes.
+  c.model = mvr_config(variant) if stage == "mvr" else svr_config(variant)
   c.model.use_ofe = True  # SiMA's orientation-feature enhancement (False: the no-OFE ablation)
 
   # Global batch in images (views); multi-view stages read batch_size / 8 hands of 8 views each.
@@ -147,8 +149,8 @@ def base_config(stage: str, dataset: str = "synthetic",
 
 def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks a config for a smoke run on a laptop: tiny model and data, a few steps."""
-  tiny = svr_config("tiny")
-  tiny.use_ofe = c.model.use_ofe
+  tiny = mvr_config("tiny") if c.stage == "mvr" else svr_config("tiny")
+  tiny.use_ofe = c.model.get("use_ofe", True)
   c.model = tiny
   if c.data.name.startswith("synthetic_hands/"):
     c.data.name = "synthetic_hands/tiny"
