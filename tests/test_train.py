@@ -202,6 +202,9 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SIMAJAX_MULTIPROCESS_TESTS"),
+                    reason="two-process CPU training: not yet run to completion on the 2-core CI "
+                    "machine; set SIMAJAX_MULTIPROCESS_TESTS=1 to run it")
 def test_two_processes_train_in_lockstep_with_the_single_process_run(svr_run, data_dir, tmp_path):
   reference, _ = svr_run
   workdir = tmp_path / "multihost"
