@@ -126,7 +126,7 @@ def run(workdir: str, data_dir: str, *, variant: str = "small", mvr_steps: Optio
     config = config_lib.synthetic_config(stage, variant=variant)
     config.data.data_dir = data_dir
     config.data.build_if_missing = False
-    if steps:
+    if steps:  # 0 or None: the config's own schedule
       config.total_epochs, config.total_steps = None, steps
       config.optim.decay_epochs = []
     if stage == "svr":
