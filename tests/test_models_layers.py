@@ -244,3 +244,35 @@ def test_dense_stack_shapes_and_sizes():
   out, mid = jax.eval_shape(lambda v: stack2.apply(v, x, train=False), shapes)
   assert out.shape == (2, 16, 16, 24) and mid.shape == (2, 4, 4, 1024)
   assert sum(a.size for a in jax.tree.leaves(shapes["params"])) == 5_367_288
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (7, 6)])
+def test_batch_norm_train_vjp_matches_autodiff_of_the_formula(shape):
+  """The hand-written BatchNorm VJP against autodiff of the textbook two-pass formula."""
+
+  def reference(x, scale, bias):
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axes)
+    var = jnp.mean(jnp.square(x - mean), axes)
+    return (x - mean) / jnp.sqrt(var + 1e-5) * scale + bias, mean, var
+
+  r = rng(16)
+  x, w = r.normal(1.0, 2.0, shape), r.normal(size=shape)
+  scale, bias, w_mean, w_var = (r.normal(size=6) for _ in range(4))
+
+  def loss(fn, with_stats):
+    def f(x, scale, bias):
+      y, mean, var = fn(x, scale, bias)
+      total = jnp.sum(y * w)
+      return total + jnp.sum(mean * w_mean) + jnp.sum(var * w_var) if with_stats else total
+    return f
+
+  ours = lambda x, s, b: layers.batch_norm_train(x, s, b, 1e-5)  # noqa: E731
+  with jax.enable_x64(True):
+    for with_stats in (False, True):
+      got = jax.grad(loss(ours, with_stats), (0, 1, 2))(x, scale, bias)
+      expected = jax.grad(loss(reference, with_stats), (0, 1, 2))(x, scale, bias)
+      for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours(x, scale, bias)[0], reference(x, scale, bias)[0], rtol=1e-12,
+                               atol=1e-12)

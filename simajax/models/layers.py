@@ -19,6 +19,7 @@ pass at the backbone's shapes), and 1x1 convolutions are plain matmuls over the 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -26,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 Array = jax.Array
 
@@ -70,25 +72,90 @@ class BatchNorm(nn.Module):
     bias = self.param("bias", nn.initializers.zeros, (c,)).astype(x.dtype)
     running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
     running_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
-    if train:
-      n = x.size // c
-      if n < 2:
-        raise ValueError(
-            f"train-mode BatchNorm needs more than one value per channel, got input shape "
-            f"{x.shape} (the SE blocks' BatchNorm1d normalises over the batch: use batch >= 2)")
-      axes = tuple(range(x.ndim - 1))
-      mean = jnp.mean(x, axes)
-      # Two-pass variance: as accurate as torch's, unlike E[x^2] - E[x]^2.
-      var = jnp.mean(jnp.square(x - mean), axes)
-      if not self.is_initializing():
-        m = self.momentum
-        running_mean.value = (1.0 - m) * running_mean.value + m * mean
-        running_var.value = (1.0 - m) * running_var.value + m * var * (n / (n - 1))
-    else:
-      mean = running_mean.value.astype(x.dtype)
-      var = running_var.value.astype(x.dtype)
-    inv = scale * jax.lax.rsqrt(var + self.epsilon)
-    return x * inv + (bias - mean * inv)
+    if not train:
+      return _normalize(x, scale, bias, running_mean.value.astype(x.dtype),
+                        running_var.value.astype(x.dtype), self.epsilon)
+    n = x.size // c
+    if n < 2:
+      raise ValueError(
+          f"train-mode BatchNorm needs more than one value per channel, got input shape "
+          f"{x.shape} (the SE blocks' BatchNorm1d normalises over the batch: use batch >= 2)")
+    y, mean, var = batch_norm_train(x, scale, bias, self.epsilon)
+    if not self.is_initializing():
+      m = self.momentum
+      running_mean.value = (1.0 - m) * running_mean.value + m * mean
+      running_var.value = (1.0 - m) * running_var.value + m * var * (n / (n - 1))
+    return y
+
+
+def _normalize(x: Array, scale: Array, bias: Array, mean: Array, var: Array,
+               epsilon: float) -> Array:
+  inv = scale * jax.lax.rsqrt(var + epsilon)
+  return x * inv + (bias - mean * inv)
+
+
+def _batch_stats(x: Array) -> tuple[Array, Array]:
+  axes = tuple(range(x.ndim - 1))
+  mean = jnp.mean(x, axes)
+  # Two-pass variance: as accurate as torch's, unlike E[x^2] - E[x]^2.
+  return mean, jnp.mean(jnp.square(x - mean), axes)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(x: Array, scale: Array, bias: Array,
+                     epsilon: float) -> tuple[Array, Array, Array]:
+  """Train-mode batch normalisation over all axes but the last, with a hand-written VJP.
+
+  Autodiff of the two-pass statistics emits about 40 XLA ops per layer for the backward pass
+  (and the SVR has ~150 BatchNorms); the closed form below needs two reductions and one
+  elementwise pass, which cuts the training step's compile time and memory traffic.
+
+  Args:
+    x: [..., C] input.
+    scale: [C] gain.
+    bias: [C] offset.
+    epsilon: added to the biased batch variance.
+
+  Returns:
+    (y, mean, var): the normalised ``x``, and the batch mean and biased variance [C]. All three
+    are differentiable.
+  """
+  mean, var = _batch_stats(x)
+  return _normalize(x, scale, bias, mean, var, epsilon), mean, var
+
+
+def _batch_norm_fwd(x, scale, bias, epsilon):
+  x, scale, bias = x.value, scale.value, bias.value
+  mean, var = _batch_stats(x)
+  y = _normalize(x, scale, bias, mean, var, epsilon)
+  return (y, mean, var), (x, scale, mean, jax.lax.rsqrt(var + epsilon))
+
+
+def _batch_norm_bwd(epsilon, residuals, cotangents):
+  """dx = a * g + b * (x - mean) + c with per-channel a, b, c; zero stats cotangents skipped."""
+  del epsilon
+  x, scale, mean, rstd = residuals
+  g, g_mean, g_var = cotangents
+  axes = tuple(range(x.ndim - 1))
+  n = x.size // x.shape[-1]
+  centred = x - mean
+  if isinstance(g, SymbolicZero):
+    g = jnp.zeros_like(x)
+  d_bias = jnp.sum(g, axes)
+  d_scale = jnp.sum(g * centred, axes) * rstd
+  a = scale * rstd
+  b = -(a * rstd * d_scale) / n
+  c = -(a * d_bias) / n
+  # Only a caller that differentiates the returned statistics gets these terms; the running
+  # averages of the BatchNorm module do not.
+  if not isinstance(g_var, SymbolicZero):
+    b = b + 2.0 * g_var / n
+  if not isinstance(g_mean, SymbolicZero):
+    c = c + g_mean / n
+  return g * a + centred * b + c, d_scale, d_bias
+
+
+batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd, symbolic_zeros=True)
 
 
 def _shifted_taps(x: Array, kernel: Array) -> Array:
@@ -131,9 +198,13 @@ def _depthwise_bwd(residuals, g):
   h, w = x.shape[1:3]
   dx = _shifted_taps(g, kernel[::-1, ::-1])
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  dk = jnp.stack([jnp.sum(xp[:, dy:dy + h, dxx:dxx + w, :] * g, axis=(0, 1, 2))
-                  for dy in range(3) for dxx in range(3)])
-  return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
+  # The nine tap sums as one variadic reduction: one kernel reading x and g once. Nine separate
+  # sums made XLA:CPU materialise eight shifted copies of x (shared with the forward pass) and
+  # read g nine times, about 2.5x slower at the backbone's shapes.
+  zero = jnp.zeros((), g.dtype)
+  sums = jax.lax.reduce([xp[:, dy:dy + h, dxx:dxx + w, :] * g for dy in range(3) for dxx in range(3)],
+                        [zero] * 9, lambda a, b: [u + v for u, v in zip(a, b)], (0, 1, 2))
+  return dx, jnp.stack(sums).reshape(kernel.shape).astype(kernel.dtype)
 
 
 depthwise_conv3x3.defvjp(_depthwise_fwd, _depthwise_bwd)
