@@ -14,7 +14,8 @@ the tests use 0); other flags already in XLA_FLAGS are kept. The persistent comp
 off unless ``--cache`` names a directory (then a second run measures a cache hit). The load
 average is printed with every line: on a shared machine, times grow with the other load.
 
-Weights are the model's own initialisation; the batch is random images and random labels.
+Weights are the model's own initialisation; the batch is random images and random labels
+(``bench_batches.random_batch``).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def main(argv=None) -> None:
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
 
-  from simajax import config_lib, geometry, losses, model_setup  # pylint: disable=import-outside-toplevel
+  import bench_batches  # pylint: disable=import-outside-toplevel
+  from simajax import config_lib, losses, model_setup  # pylint: disable=import-outside-toplevel
   from simajax.training import optim, steps  # pylint: disable=import-outside-toplevel
 
   print(f"jax {jax.__version__}, {jax.devices()[0].platform}, XLA_FLAGS="
@@ -84,20 +86,8 @@ def main(argv=None) -> None:
             {**config.loss.to_dict(), "se": 0.0, "oe": 0.0}),
         multi_view=False, schedule=schedule)
 
-    b, v, j = args.batch, topology.level_sizes[0], model.joint_regressor.shape[0]
-    rng = np.random.default_rng(0)
-    batch = {
-        "image": rng.random((b, size, size, 3), np.float32),
-        "mask": np.ones((b,), bool), "has_mesh": np.ones((b,), bool),
-        "verts_canonical": rng.normal(0, 0.05, (b, v, 3)),
-        "joints_canonical": rng.normal(0, 0.05, (b, j, 3)),
-        "verts_cam": rng.normal(0, 0.05, (b, v, 3)),
-        "joints_cam": rng.normal(0, 0.05, (b, j, 3)),
-        "joints_img": rng.random((b, j, 2)),
-        "glob_rot_mat": np.asarray(geometry.axis_angle_to_matrix(rng.normal(0, 1, (b, 3)))),
-    }
-    batch = {k: jnp.asarray(x, jnp.float32 if x.dtype == np.float64 else x.dtype)
-             for k, x in batch.items()}
+    batch = {k: jnp.asarray(x) for k, x in
+             bench_batches.random_batch(topology, args.batch, size, seed=0).items()}
     image_shape = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     state = jax.jit(lambda: steps.init_state(model, tx, 0, image_shape))()
 
