@@ -160,3 +160,30 @@ def test_train_mode_updates_statistics_and_uses_dropout(tiny):
   # Dropout sits in the orientation head only: the shape branch is rng-independent.
   np.testing.assert_array_equal(out_a["verts3d_wo_gr"], out_b["verts3d_wo_gr"])
   assert not np.allclose(out_a["glob_rot6d"], out_b["glob_rot6d"])
+
+
+def test_frozen_joint_regressor_gets_no_gradient_and_changes_no_output(tiny, reference_topology):
+  model, variables, images = tiny
+  config = svr_config("tiny")
+  config.train_joint_regressor = False
+  frozen = build_svr(config, reference_topology)
+  params, stats = variables["params"], variables["batch_stats"]
+  w = np.random.default_rng(2).normal(size=(3, 21, 3)).astype(np.float32)
+
+  def joints_loss(module, regressor):
+    outputs, _ = module.apply({"params": {**params, "mano_joint_reg": regressor},
+                               "batch_stats": stats}, images, train=False)
+    return jnp.sum(outputs["joints3d_wo_gr"] * w), outputs
+
+  @jax.jit
+  def run(regressor):
+    return [jax.grad(lambda r, m=m: joints_loss(m, r), has_aux=True)(regressor)
+            for m in (model, frozen)]
+
+  (g_trained, out_trained), (g_frozen, out_frozen) = run(params["mano_joint_reg"])
+  # d/dR sum(W * (R V)) = sum_b W_b V_b^T, from the (regressor-independent) vertices.
+  verts = np.asarray(out_trained["verts3d_wo_gr"], np.float64)
+  np.testing.assert_allclose(g_trained, np.einsum("bjc,bvc->jv", w, verts), rtol=1e-4,
+                             atol=1e-7)
+  assert not np.any(g_frozen)
+  jax.tree.map(np.testing.assert_array_equal, out_trained, out_frozen)

@@ -53,6 +53,11 @@ def svr_config(variant: str = "official") -> ml_collections.ConfigDict:
   # Spiral decoder widths, finest mesh level first (stage i writes decoder_channels[3 - i]).
   c.decoder_channels = (32, 64, 128, 256)
   c.spiral_impl = "plain"  # 'plain' or 'per_slot' (same maths; see models/spiral.py)
+  # The official `mano_joint_reg` is a trainable parameter. False keeps it at its MANO init (the
+  # parameter stays in the tree, so official weights still load): Adam moves all 778 weights of
+  # a row by ~lr per step, so a joint can shift by centimetres per step, and in a short run the
+  # joint losses are met by bending the regressor instead of the mesh (configs/*_synthetic.py).
+  c.train_joint_regressor = True
   # Orientation head: attention over the 8c-wide tokens, then the MLP regressor.
   c.attention_heads = 8
   c.attention_head_dim = 512

@@ -77,6 +77,7 @@ class MVRHand(nn.Module):
   uv_hidden: Sequence[int] = (128, 64)
   decoder_channels: Sequence[int] = (32, 64, 128, 256)
   spiral_impl: str = "plain"
+  train_joint_regressor: bool = True
   num_views: int = 8
   iff_channels: Sequence[int] = (128, 128, 128)
   jff_channels: Sequence[int] = (1024, 1024, 1024)
@@ -130,6 +131,8 @@ class MVRHand(nn.Module):
                                         tuple(self.spirals), self.spiral_impl,
                                         name="decoder3d")(f_v_fused)
     regressor = self.param("mano_joint_reg", lambda *_: jnp.asarray(self.joint_regressor))
+    if not self.train_joint_regressor:
+      regressor = jax.lax.stop_gradient(regressor)
     joints = jnp.einsum("jv,bvc->bjc", regressor.astype(verts.dtype), verts)
     mids.update(decoder_mids)
     mids.update({"lifted_vertex_feature_f_v": f_v, "vff_view_weights": view_weights,
@@ -219,7 +222,8 @@ def build_mvr(model_config: ml_collections.ConfigDict, topology: MeshTopology) -
       base_channels=svr.base_channels, hourglass_out=svr.hourglass_out,
       se_max_hidden=svr.se_max_hidden, latent_channels=svr.latent_channels,
       uv_hidden=svr.uv_hidden, decoder_channels=svr.decoder_channels,
-      spiral_impl=svr.spiral_impl, num_views=num_views, iff_channels=iff, jff_channels=jff,
+      spiral_impl=svr.spiral_impl, train_joint_regressor=svr.train_joint_regressor,
+      num_views=num_views, iff_channels=iff, jff_channels=jff,
       rot_conv_channels=_int_tuple(c, "mvr_rot_conv_channels"),
       rot_pre_channels=_int_tuple(c, "mvr_rot_pre_channels"),
       rot_fc_channels=_int_tuple(c, "mvr_rot_fc_channels"))

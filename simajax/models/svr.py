@@ -88,6 +88,7 @@ class SVRHand(nn.Module):
   uv_hidden: Sequence[int] = (128, 64)
   decoder_channels: Sequence[int] = (32, 64, 128, 256)
   spiral_impl: str = "plain"
+  train_joint_regressor: bool = True
   attention_heads: int = 8
   attention_head_dim: int = 512
   attention_dropout: float = 0.1
@@ -117,6 +118,8 @@ class SVRHand(nn.Module):
                                         name="decoder3d")(f_v)
     mids.update(decoder_mids)
     regressor = self.param("mano_joint_reg", lambda *_: jnp.asarray(self.joint_regressor))
+    if not self.train_joint_regressor:
+      regressor = jax.lax.stop_gradient(regressor)
     joints = jnp.einsum("jv,bvc->bjc", regressor.astype(verts.dtype), verts)
 
     # Orientation branch, on detached backbone features.
@@ -230,4 +233,5 @@ def build_svr(model_config: ml_collections.ConfigDict, topology: MeshTopology) -
       rot_conv_channels=tuple(int(x) for x in c.rot_conv_channels),
       rot_pre_channels=tuple(int(x) for x in c.rot_pre_channels),
       rot_fc_channels=tuple(int(x) for x in c.rot_fc_channels),
-      use_ofe=bool(c.get("use_ofe", True)))
+      use_ofe=bool(c.get("use_ofe", True)),
+      train_joint_regressor=bool(c.get("train_joint_regressor", True)))

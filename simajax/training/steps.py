@@ -158,8 +158,8 @@ def make_train_step(*, stage: str, model: nn.Module, tx: optax.GradientTransform
     new_state = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats,
                  "opt_state": opt_state, "rng": state["rng"]}
     step_metrics = {"loss": loss, **{f"loss_{k}": v for k, v in terms.items()},
-                    "l2_grads": optax.global_norm(grads), "l2_params": optax.global_norm(params),
-                    "l2_updates": optax.global_norm(updates)}
+                    "l2_grads": optax.tree.norm(grads), "l2_params": optax.tree.norm(params),
+                    "l2_updates": optax.tree.norm(updates)}
     if schedule is not None:
       step_metrics["lr"] = schedule(state["step"])
     return new_state, step_metrics
