@@ -2,22 +2,10 @@
 
 import numpy as np
 import pytest
-from scipy.spatial import ConvexHull
 
+from fixtures.mesh_fixture import sphere_mesh
 from simajax.mesh import closest_points, decimate, upsampling_matrix
 from simajax.mesh import upsampling
-
-
-def sphere_mesh(num_points, seed=0):
-  """A closed, outward-oriented triangle mesh: the convex hull of random points on a sphere."""
-  points = np.random.default_rng(seed).normal(size=(num_points, 3))
-  points /= np.linalg.norm(points, axis=1, keepdims=True)
-  hull = ConvexHull(points)
-  faces = hull.simplices.copy()
-  a, b, c = (points[faces[:, k]] for k in range(3))
-  flip = np.sum(np.cross(b - a, c - a) * hull.equations[:, :3], axis=1) < 0
-  faces[flip] = faces[flip][:, ::-1]
-  return points, faces
 
 
 def brute_force_distance(p, a, b, c):
