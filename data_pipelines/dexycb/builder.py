@@ -52,12 +52,10 @@ pixel). Frames are spread over ``num_workers`` processes (default: all CPUs).
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import tensorflow_datasets as tfds
 
-from data_pipelines import readers_common as rc
-from data_pipelines import schema
+from data_pipelines import manual_builder
 from data_pipelines.dexycb import examples, handoccnet, layout
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
@@ -93,7 +91,7 @@ class DexYcbConfig(tfds.core.BuilderConfig):
   vis_ratio: bool = True
 
 
-class DexYcb(tfds.core.GeneratorBasedBuilder):
+class DexYcb(manual_builder.ManualBuilder):
   """Dex-YCB S0 as multi-view frames (see the module docstring)."""
 
   name = "dexycb"
@@ -105,40 +103,11 @@ class DexYcb(tfds.core.GeneratorBasedBuilder):
                    description="S0 train/test views listed in HandOccNet's JSONs."),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-
-  def __init__(self, *, mano_path: Optional[str] = None, manual_dir: Optional[str] = None,
-               num_workers: Optional[int] = None, **kwargs):
-    """Creates the builder.
-
-    Args:
-      mano_path: MANO_RIGHT.pkl (MANO_LEFT.pkl is looked for next to it).
-      manual_dir: the Dex-YCB root (default: TFDS's <data_dir>/downloads/manual).
-      num_workers: reader processes (default: the CPU count, or 1 for fewer than
-        ``rc.MIN_TASKS_FOR_WORKERS`` frames); 1 reads in this process.
-      **kwargs: passed to ``tfds.core.GeneratorBasedBuilder`` (config, data_dir, ...).
-    """
-    super().__init__(**kwargs)
-    self._mano_path = mano_path
-    self._manual_root = manual_dir
-    self._num_workers = num_workers
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__.split("\n\n")[0],
-        features=schema.features(),
-        # Record order = sequence, frame: evaluation reads it as is.
-        disable_shuffling=True,
-        homepage="https://dex-ycb.github.io",
-        metadata=tfds.core.MetadataDict(),
-    )
+  TITLE = "Dex-YCB"
+  HOMEPAGE = "https://dex-ycb.github.io"
 
   def _split_generators(self, dl_manager):
-    root = rc.manual_root(self._manual_root, dl_manager, MANUAL_DOWNLOAD_INSTRUCTIONS)
-    if self._mano_path is None:
-      raise FileNotFoundError("Dex-YCB needs the MANO model: pass --mano .../MANO_RIGHT.pkl\n"
-                              + MANUAL_DOWNLOAD_INSTRUCTIONS)
-    rc.cached_mano(self._mano_path)  # fails early when the file is missing or unreadable
+    root = self._checked_root(dl_manager)
     layout.Calibration(root)
     cfg = self.builder_config
     if cfg.split_source == "raw":
@@ -166,6 +135,4 @@ class DexYcb(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     tasks = list(examples.frame_tasks(sequences, frame_step=cfg.frame_step, listed=listed))
     reader = examples.FrameReader(root, self._mano_path, with_vis_ratio=cfg.vis_ratio)
-    counts = examples.BuildCounts()
-    yield from rc.run_tasks(reader, tasks, counts, rc.num_workers(self._num_workers, len(tasks)))
-    rc.report_counts(self, split, counts)
+    yield from self._read_split(split, reader, tasks, examples.BuildCounts())

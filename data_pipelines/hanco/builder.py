@@ -37,12 +37,11 @@ Decisions on docs/DATASETS.md §7 open points (ours, to be copied to the README)
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import tensorflow_datasets as tfds
 
+from data_pipelines import manual_builder
 from data_pipelines import readers_common as rc
-from data_pipelines import schema
 from data_pipelines.hanco import examples, layout
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
@@ -77,7 +76,7 @@ class HanCoConfig(tfds.core.BuilderConfig):
   vis_ratio: bool = True
 
 
-class HanCo(tfds.core.GeneratorBasedBuilder):
+class HanCo(manual_builder.ManualBuilder):
   """HanCo as multi-view frames (see the module docstring)."""
 
   name = "hanco"
@@ -91,40 +90,11 @@ class HanCo(tfds.core.GeneratorBasedBuilder):
                   description="Fully fitted sequences; train = those with rgb_color_auto."),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-
-  def __init__(self, *, mano_path: Optional[str] = None, manual_dir: Optional[str] = None,
-               num_workers: Optional[int] = None, **kwargs):
-    """Creates the builder.
-
-    Args:
-      mano_path: MANO_RIGHT.pkl.
-      manual_dir: the HanCo root (default: TFDS's <data_dir>/downloads/manual).
-      num_workers: reader processes (default: the CPU count, or 1 for fewer than
-        ``rc.MIN_TASKS_FOR_WORKERS`` frames); 1 reads in this process.
-      **kwargs: passed to ``tfds.core.GeneratorBasedBuilder`` (config, data_dir, ...).
-    """
-    super().__init__(**kwargs)
-    self._mano_path = mano_path
-    self._manual_root = manual_dir
-    self._num_workers = num_workers
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__.split("\n\n")[0],
-        features=schema.features(),
-        # Record order = sequence, frame (, variant): evaluation reads it as is.
-        disable_shuffling=True,
-        homepage="https://lmb.informatik.uni-freiburg.de/resources/datasets/HanCo.en.html",
-        metadata=tfds.core.MetadataDict(),
-    )
+  TITLE = "HanCo"
+  HOMEPAGE = "https://lmb.informatik.uni-freiburg.de/resources/datasets/HanCo.en.html"
 
   def _split_generators(self, dl_manager):
-    root = rc.manual_root(self._manual_root, dl_manager, MANUAL_DOWNLOAD_INSTRUCTIONS)
-    if self._mano_path is None:
-      raise FileNotFoundError("HanCo needs the MANO model: pass --mano .../MANO_RIGHT.pkl\n"
-                              + MANUAL_DOWNLOAD_INSTRUCTIONS)
-    rc.cached_mano(self._mano_path)  # fails early when the file is missing or unreadable
+    root = self._checked_root(dl_manager)
     cfg = self.builder_config
     if not cfg.train_variants or cfg.train_variants[0] != examples.BASE_VARIANT:
       raise ValueError(f"HanCoConfig.train_variants must start with 'rgb', got "
@@ -139,6 +109,4 @@ class HanCo(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split, root, frames, variants):
     reader = examples.FrameReader(root, self._mano_path, variants,
                                   with_vis_ratio=self.builder_config.vis_ratio)
-    counts = examples.BuildCounts()
-    yield from rc.run_tasks(reader, frames, counts, rc.num_workers(self._num_workers, len(frames)))
-    rc.report_counts(self, split, counts)
+    yield from self._read_split(split, reader, frames, examples.BuildCounts())
