@@ -32,7 +32,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from simajax import geometry
 from simajax.mesh import MeshTopology
@@ -42,7 +41,8 @@ from simajax.models.config import mvr_config
 from simajax.models.lifting import Lifting
 from simajax.models.orientation import RotationRegressor
 from simajax.models.spiral import SpiralDecoder
-from simajax.models.svr import build_svr, rotate_about_wrist, to_tokens
+from simajax.models.svr import (HandNetFields, build_svr, hand_net_fields, rotate_about_wrist,
+                                 to_tokens)
 
 Array = jax.Array
 
@@ -55,7 +55,7 @@ MVR_FIELDS = ("num_views", "iff_channels", "jff_channels", "mvr_rot_conv_channel
 _PER_VIEW_BACKBONE_MIDS = ("image_feature_f_i", "joint_feature_j_latent", "latent", "uv_raw")
 
 
-class MVRHand(nn.Module):
+class MVRHand(HandNetFields):
   """The MVR network. Build it with ``build_mvr``; field meanings in ``models/config.py``.
 
   ``__call__(images, view_valid, train)`` returns ``(outputs, intermediates)``: outputs keyed by
@@ -64,20 +64,6 @@ class MVRHand(nn.Module):
   ``lifting``, ``decoder3d``, ``mano_joint_reg``, ``dense_stack3``) hold the same shapes as the
   SVR's of the same variant, so weights can move between the two.
   """
-  spirals: Sequence[np.ndarray]
-  up_matrices: Sequence[np.ndarray]
-  joint_regressor: np.ndarray
-  input_size: int = 128
-  stem_channels: int = 64
-  pre_channels: int = 128
-  base_channels: int = 128
-  hourglass_out: int = 24
-  se_max_hidden: int = 256
-  latent_channels: int = 256
-  uv_hidden: Sequence[int] = (128, 64)
-  decoder_channels: Sequence[int] = (32, 64, 128, 256)
-  spiral_impl: str = "plain"
-  train_joint_regressor: bool = True
   num_views: int = 8
   iff_channels: Sequence[int] = (128, 128, 128)
   jff_channels: Sequence[int] = (1024, 1024, 1024)
@@ -217,13 +203,7 @@ def build_mvr(model_config: ml_collections.ConfigDict, topology: MeshTopology) -
     raise ValueError(f"model.jff_channels must end at 8 * base_channels = "
                      f"{8 * svr.base_channels} (g_j is added to j), got {jff}")
   return MVRHand(
-      spirals=svr.spirals, up_matrices=svr.up_matrices, joint_regressor=svr.joint_regressor,
-      input_size=svr.input_size, stem_channels=svr.stem_channels, pre_channels=svr.pre_channels,
-      base_channels=svr.base_channels, hourglass_out=svr.hourglass_out,
-      se_max_hidden=svr.se_max_hidden, latent_channels=svr.latent_channels,
-      uv_hidden=svr.uv_hidden, decoder_channels=svr.decoder_channels,
-      spiral_impl=svr.spiral_impl, train_joint_regressor=svr.train_joint_regressor,
-      num_views=num_views, iff_channels=iff, jff_channels=jff,
+      **hand_net_fields(svr), num_views=num_views, iff_channels=iff, jff_channels=jff,
       rot_conv_channels=_int_tuple(c, "mvr_rot_conv_channels"),
       rot_pre_channels=_int_tuple(c, "mvr_rot_pre_channels"),
       rot_fc_channels=_int_tuple(c, "mvr_rot_fc_channels"))

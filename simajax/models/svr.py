@@ -13,7 +13,8 @@ the canonical mesh.
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -63,17 +64,12 @@ def rotate_about_wrist(verts: Array, joints: Array, rot_mat: Array) -> tuple[Arr
   return verts_w_gr + root_grad, joints_w_gr + root_grad
 
 
-class SVRHand(nn.Module):
-  """The SVR network. Build it with ``build_svr``; field meanings in ``models/config.py``.
+class HandNetFields(nn.Module):
+  """The fields ``SVRHand`` and ``MVRHand`` share: mesh tables, backbone and shape-branch widths.
 
-  ``__call__(images, train)`` returns ``(outputs, intermediates)``: outputs keyed by
-  ``OUTPUT_KEYS`` (metres, MANO frame; joints_img in [0, 1] crop units; rotation rows
-  convention), intermediates a flat dict of NHWC / token-major features named as the golden
-  parity data's ``mid/`` keys. Variables: ``params`` and ``batch_stats``; dropout rng 'dropout'.
-
-  ``use_ofe=False`` is the paper's "w/o OFE" ablation (Table 5): no attention blocks, and no
-  ``j_latent_mapping`` either, whose f_j only the attention reads; the rotation regressor reads
-  the f_o tokens, which are then also ``orientation_feature_enhanced_f_o_hat`` (the L_OE target).
+  Both networks build their ``backbone``, ``lifting``, ``decoder3d`` and ``mano_joint_reg`` from
+  these fields alone, which is why one variant's SVR and MVR weights have the same shapes there.
+  Field meanings in ``models/config.py``.
   """
   spirals: Sequence[np.ndarray]
   up_matrices: Sequence[np.ndarray]
@@ -89,6 +85,27 @@ class SVRHand(nn.Module):
   decoder_channels: Sequence[int] = (32, 64, 128, 256)
   spiral_impl: str = "plain"
   train_joint_regressor: bool = True
+
+
+def hand_net_fields(model: HandNetFields) -> dict[str, Any]:
+  """The values of ``model``'s ``HandNetFields`` fields, by name (to build one net like another)."""
+  # Every linen module also has the dataclass fields 'parent' and 'name', which are not knobs.
+  return {field.name: getattr(model, field.name) for field in dataclasses.fields(HandNetFields)
+          if field.name not in ("parent", "name")}
+
+
+class SVRHand(HandNetFields):
+  """The SVR network. Build it with ``build_svr``; field meanings in ``models/config.py``.
+
+  ``__call__(images, train)`` returns ``(outputs, intermediates)``: outputs keyed by
+  ``OUTPUT_KEYS`` (metres, MANO frame; joints_img in [0, 1] crop units; rotation rows
+  convention), intermediates a flat dict of NHWC / token-major features named as the golden
+  parity data's ``mid/`` keys. Variables: ``params`` and ``batch_stats``; dropout rng 'dropout'.
+
+  ``use_ofe=False`` is the paper's "w/o OFE" ablation (Table 5): no attention blocks, and no
+  ``j_latent_mapping`` either, whose f_j only the attention reads; the rotation regressor reads
+  the f_o tokens, which are then also ``orientation_feature_enhanced_f_o_hat`` (the L_OE target).
+  """
   attention_heads: int = 8
   attention_head_dim: int = 512
   attention_dropout: float = 0.1
