@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from parity_recipe import he_variables
 from simajax.models import (OUTPUT_KEYS, build_mvr, build_svr, fusion, mvr_config,
                             svr_config)
 
@@ -53,26 +54,6 @@ def mvr_shapes(model, batch=1):
   return jax.eval_shape(lambda: model.init(
       {"params": jax.random.key(0)}, jnp.zeros((batch, V, 128, 128, 3)),
       jnp.ones((batch, V), bool), train=False))
-
-
-def scaled_variables(abstract, topology, seed=0):
-  """He-scaled weights and perturbed BN statistics (O(1) activations), drawn in numpy."""
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    name = path[-1].key
-    if name == "mano_joint_reg":
-      return np.asarray(topology.joint_regressor, np.float32)
-    if name == "upsample":
-      return np.full(leaf.shape, 1.0 / leaf.shape[1], np.float32)
-    if name in ("scale", "var"):
-      return rng.uniform(0.8, 1.2, leaf.shape).astype(np.float32)
-    if name in ("bias", "mean"):
-      return rng.normal(0.0, 0.02, leaf.shape).astype(np.float32)
-    fan_in = int(np.prod(leaf.shape[:-1]))
-    return rng.normal(0.0, np.sqrt(2.0 / fan_in), leaf.shape).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(draw, abstract)
 
 
 def test_official_parameter_count(reference_topology):
@@ -223,7 +204,7 @@ def tiny(reference_topology):
   a train-mode forward with the gradient of ``orientation_loss``.
   """
   model = build_mvr(mvr_config("tiny"), reference_topology)
-  variables = scaled_variables(mvr_shapes(model), reference_topology)
+  variables = he_variables(mvr_shapes(model), reference_topology)
   images = np.random.default_rng(0).random((2, V, 128, 128, 3), dtype=np.float32)
 
   def train_loss(params, stats, x, valid):
