@@ -129,7 +129,8 @@ def _read_only_manager(directory, best_metric: Optional[str], best_mode: str):
   if best_metric:
     best_options = dict(best_fn=lambda metrics: metrics[best_metric], best_mode=best_mode)
   return ocp.CheckpointManager(os.path.abspath(os.fspath(directory)),
-                               item_names=(STATE_ITEM, DATA_ITEM),
+                               item_handlers={STATE_ITEM: ocp.StandardCheckpointHandler(),
+                                              DATA_ITEM: ocp.JsonCheckpointHandler()},
                                options=ocp.CheckpointManagerOptions(read_only=True,
                                                                     **best_options))
 
@@ -163,8 +164,14 @@ def restore_params_only(directory: str | os.PathLike, step: Optional[int] = None
   manager = _read_only_manager(directory, best_metric, best_mode)
   try:
     step = _pick_step(manager, step, best_metric, directory)
+    # Onto this process's first device, whatever devices wrote it: without a target, orbax
+    # rebuilds the saved shardings, which fails for a checkpoint of another device set (e.g. a
+    # multi-host run read back by a single evaluation process).
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                          dict(manager.item_metadata(step)[STATE_ITEM]))
     restored = manager.restore(step, args=ocp.args.Composite(
-        **{STATE_ITEM: ocp.args.StandardRestore()}))[STATE_ITEM]
+        **{STATE_ITEM: ocp.args.StandardRestore(target)}))[STATE_ITEM]
   finally:
     manager.close()
   return {"params": restored["params"], "batch_stats": restored.get("batch_stats", {})}
