@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from simajax.models import build_svr, svr_config
-from test_models_mvr import scaled_variables
+from parity_recipe import he_variables
 
 # docs/ARCHITECTURE.md §2.2: one official MultiHeadAttention block and j_latent_mapping.
 MHA_SIZE = 16_779_264
@@ -56,7 +56,7 @@ def test_without_ofe_there_are_no_attention_parameters(reference_topology):
 def test_regressor_reads_the_orientation_tokens(reference_topology):
   with_ofe = build("tiny", True, reference_topology)
   without = build("tiny", False, reference_topology)
-  variables = scaled_variables(param_shapes(with_ofe), reference_topology)
+  variables = he_variables(param_shapes(with_ofe), reference_topology)
   reduced = {"params": {k: v for k, v in variables["params"].items() if k != "j_latent_mapping"},
              "batch_stats": {k: v for k, v in variables["batch_stats"].items()
                              if k != "j_latent_mapping"}}
