@@ -43,6 +43,8 @@ METHOD_LABELS = {
     "mvr": "MVR (8 views)", "svr": "SVR", "sima": "SiMA-SVR", "no_ofe": "SVR w/o OFE",
     "se_only": "SiMA, L_SE only", "oe_only": "SiMA, L_OE only",
 }
+PLOT_LABELS = {"mvr": "MVR", "svr": "SVR", "sima": "SiMA", "no_ofe": "no OFE",
+               "se_only": "SE only", "oe_only": "OE only"}
 GROUPS = (("overall", "All"), ("occluded", "Occluded"), ("non_occluded", "Non-occluded"))
 TABLE_METRICS = (("jpe", "JPE"), ("vpe", "VPE"), ("pa_jpe", "PA-JPE"), ("pa_vpe", "PA-VPE"),
                  ("f5", "F@5"))
@@ -208,7 +210,7 @@ def render_plot(table: dict, path: str) -> None:
                     fill="black")
         draw.line([(mid, y1 - (y1 - y0) * (mean - std) / top),
                    (mid, y1 - (y1 - y0) * (mean + std) / top)], fill="black")
-      draw.text((x0 + 10 + (i + 0.5) * slot, y1 + 8), METHOD_LABELS[method], fill="black",
+      draw.text((x0 + 10 + (i + 0.5) * slot, y1 + 8), PLOT_LABELS[method], fill="black",
                 font=small, anchor="ma")
   for b, (group, colour) in enumerate(bars):
     x = margin + b * 200
@@ -242,8 +244,8 @@ def main(argv=None) -> int:
             f"MVR {args.mvr_steps} / SVR {args.svr_steps} steps; errors in mm, F@5 in %, "
             f"mean ± std over seeds\n\n" + markdown)
   with open(os.path.join(args.workdir, "results.json"), "w", encoding="utf-8") as f:
-    json.dump({"args": {k: v for k, v in vars(args).items()}, "runs": results,
-               "wall_s": time.perf_counter() - start}, f, indent=1)
+    json.dump({"args": vars(args), "runs": results,
+               "wall_s_this_invocation": time.perf_counter() - start}, f, indent=1)
   render_plot(table, os.path.join(args.workdir, "results.png"))
   print("\n" + markdown)
   print(f"Wall time {(time.perf_counter() - start) / 60:.1f} min; table, plot and per-run "
