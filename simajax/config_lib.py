@@ -151,6 +151,7 @@ def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks a config for a smoke run on a laptop: tiny model and data, a few steps."""
   tiny = mvr_config("tiny") if c.stage == "mvr" else svr_config("tiny")
   tiny.use_ofe = c.model.get("use_ofe", True)
+  tiny.train_joint_regressor = c.model.get("train_joint_regressor", True)
   c.model = tiny
   if c.data.name.startswith("synthetic_hands/"):
     c.data.name = "synthetic_hands/tiny"
@@ -215,7 +216,7 @@ def synthetic_config(stage: str, variant: str = "small") -> ml_collections.Confi
   # Keep the joint regressor at its MANO init: trained with Adam from scratch it drifts by
   # centimetres per step, and after 150 steps the MVR's joints were ~0.6 m off (JPE 658 mm) while
   # its mesh had not learned at all; frozen, the canonical mesh error falls from the first steps
-  # (BENCHMARKS.md, "Learning in the quickstart").
+  # (BENCHMARKS.md, "Learning at CPU budgets").
   c.model.train_joint_regressor = False
   c.total_epochs = 12.0
   c.optim.decay_epochs = [9]
