@@ -88,8 +88,8 @@ def main(argv=None) -> None:
 
     batch = {k: jnp.asarray(x) for k, x in
              bench_batches.random_batch(topology, args.batch, size, seed=0).items()}
-    image_shape = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-    state = jax.jit(lambda: steps.init_state(model, tx, 0, image_shape))()
+    state = jax.jit(lambda: steps.init_state(model, tx, 0,
+                                             *model_setup.input_shapes("svr", size)))()
 
     start = time.perf_counter()
     lowered = jax.jit(step_fn, donate_argnums=(0,)).lower(state, batch)

@@ -144,21 +144,15 @@ class Bench:
     self.faces = jnp.asarray(self.topology.faces[0], jnp.int32)
     self.loss_weights = train.loss_weights(self.config, self.distill)
     size = self.image_size = self.config.data.image_size
-    if stage == "mvr":
-      self.input_shapes = (jax.ShapeDtypeStruct((1, NUM_VIEWS, size, size, 3), jnp.float32),
-                           jax.ShapeDtypeStruct((1, NUM_VIEWS), jnp.bool_))
-    else:
-      self.input_shapes = (jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32),)
+    self.input_shapes = model_setup.input_shapes("mvr" if stage == "mvr" else "svr", size)
     self.teacher, self.teacher_variables = None, None
     if self.distill:
       # A teacher of the same variant (SiMA distils features of equal shapes), initialised as
       # the MVR stage would be; kept on the host like a restored checkpoint, then placed per mesh.
       teacher_config = config_lib.base_config("mvr", "synthetic", variant)
       self.teacher = model_setup.build_model(teacher_config, self.topology, stage="mvr")
-      teacher_shapes = (jax.ShapeDtypeStruct((1, NUM_VIEWS, size, size, 3), jnp.float32),
-                        jax.ShapeDtypeStruct((1, NUM_VIEWS), jnp.bool_))
-      init = jax.jit(lambda: steps.init_state(self.teacher, optax.identity(),
-                                              teacher_config.seed, *teacher_shapes))()
+      init = jax.jit(lambda: steps.init_state(self.teacher, optax.identity(), teacher_config.seed,
+                                              *model_setup.input_shapes("mvr", size)))()
       self.teacher_variables = jax.device_get(
           {"params": init["params"], "batch_stats": init["batch_stats"]})
 

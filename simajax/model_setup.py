@@ -6,6 +6,8 @@ network from the same config.
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -38,3 +40,12 @@ def build_model(config: ml_collections.ConfigDict, topology: MeshTopology, stage
     from simajax.models.mvr import build_mvr  # pylint: disable=import-outside-toplevel
     return build_mvr(config.model, topology)
   raise ValueError(f"config.stage must be 'mvr' or 'svr', got {stage!r}")
+
+
+def input_shapes(stage: str, image_size: int, num_views: int = 8) -> tuple:
+  """Abstract inputs of a batch of one for ``init``: (images,) for the SVR, (images, view_valid)
+  for the MVR, whose images are [1, num_views, S, S, 3]."""
+  if stage == "mvr":
+    return (jax.ShapeDtypeStruct((1, num_views, image_size, image_size, 3), jnp.float32),
+            jax.ShapeDtypeStruct((1, num_views), jnp.bool_))
+  return (jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32),)

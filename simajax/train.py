@@ -150,11 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   tx, schedule = optim.make_optimizer(config, config.batch_size, steps_per_epoch)
   devices = jax.devices()[:config.mesh.get("num_devices") or None]
   mesh = sharding.make_mesh(config.mesh.model, devices)
-  size = config.data.image_size
-  image_shape = (1, 8, size, size, 3) if stage == "mvr" else (1, size, size, 3)
-  input_shapes = [jax.ShapeDtypeStruct(image_shape, jnp.float32)]
-  if stage == "mvr":
-    input_shapes.append(jax.ShapeDtypeStruct((1, 8), jnp.bool_))
+  input_shapes = model_setup.input_shapes(stage, config.data.image_size)
 
   def init_fn():
     return steps.init_state(model, tx, config.seed, *input_shapes)
