@@ -21,7 +21,9 @@ Methods (paper rows in brackets):
   oe_only  SiMA with the orientation term only (beta = 0)
 
 Every single-view method reads the same multi-view batches (``batch_size / 8`` frames of 8 views
-each), which SiMA's teacher needs, so the methods differ only in their losses and modules. The
+each), which SiMA's teacher needs, and starts from the same pre-trained encoder (the seed's MVR
+backbone, when 'mvr' is among the methods), so the methods differ only in their losses and
+modules. The
 score is the last checkpoint's (equal budgets), not the best on validation.
 
 Each run lives in ``<workdir>/seed<S>/<method>`` and is skipped when its ``test.json`` exists, so
@@ -71,6 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   unknown = sorted(set(args.methods) - set(METHODS))
   if unknown:
     parser.error(f"unknown methods {unknown}; expected a subset of {METHODS}")
+  args.methods = [m for m in METHODS if m in args.methods]  # the teacher (mvr) first
   if any(m in ("sima", "se_only", "oe_only") for m in args.methods) and "mvr" not in args.methods:
     parser.error("the SiMA methods distil from the MVR teacher: add 'mvr' to --methods")
   args.seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -106,6 +109,9 @@ def method_config(method: str, args: argparse.Namespace, seed: int, teacher_dir:
     config.distill.se_weight = 0.0 if method == "oe_only" else config.distill.se_weight
     config.distill.oe_weight = 0.0 if method == "se_only" else config.distill.oe_weight
     config.model.use_ofe = method != "no_ofe"
+    # Every single-view method starts from the same pre-trained encoder, the seed's MVR backbone
+    # (config.init_from_modules), as the paper's SVRs all start from MobRecon's encoder.
+    config.init_from = teacher_dir if "mvr" in args.methods else None
   for item in args.set:
     key, _, value = item.partition("=")
     set_path(config, key, json.loads(value))

@@ -6,6 +6,8 @@ base lives in the package (not in ``configs/``) so configs work from any working
 Precedence of the initial weights, in ``simajax.train``:
   1. resume: the latest checkpoint in ``<workdir>/checkpoints`` (always, when one exists);
   2. ``init_from``: weights (params + batch_stats) of another run's checkpoint, fresh optimizer;
+     with ``init_from_modules``, only those top-level modules (e.g. an SVR's ``backbone`` from
+     an MVR run, whose shared modules have the same shapes), the rest from scratch;
   3. scratch: random initialisation from ``seed``.
 """
 
@@ -99,6 +101,9 @@ def base_config(stage: str, dataset: str = "synthetic",
   c.optim.flatten = True
   c.optim.warmup_steps = ml_collections.config_dict.placeholder(int)
   c.optim.warmup_epochs = ml_collections.config_dict.placeholder(float)
+  # Per-parameter update scales, {glob over 'module/.../param' names: factor} (0 freezes);
+  # none in the official recipe. See synthetic_config for why the CPU configs use one.
+  c.optim.lr_multipliers = {}
 
   # Loss weights (simajax.losses.LossWeights): official defaults, normal x0.1, others 1.
   c.loss = ml_collections.ConfigDict()
@@ -122,6 +127,7 @@ def base_config(stage: str, dataset: str = "synthetic",
   c.distill.oe_weight = 1.0  # gamma, enhanced orientation features f̂_o
 
   c.init_from = ml_collections.config_dict.placeholder(str)  # weights-only start (see docstring)
+  c.init_from_modules = []  # [] = every module of init_from; else these top-level names only
 
   c.log_every_steps = 50
   c.eval_every_steps = 1000
@@ -218,6 +224,16 @@ def synthetic_config(stage: str, variant: str = "small") -> ml_collections.Confi
   # its mesh had not learned at all; frozen, the canonical mesh error falls from the first steps
   # (BENCHMARKS.md, "Learning at CPU budgets").
   c.model.train_joint_regressor = False
+  # The lifting matrix starts at 0.01 everywhere, and Adam moves each entry by ~lr (1e-3) per step
+  # whatever its gradient's size; f_v, and through the unnormalised decoder the whole mesh,
+  # scale with it. At the full rate it drifted 3x in 50 steps and the mesh blew up to metres
+  # mid-run (BENCHMARKS.md, "Learning at CPU budgets"); a tenth of the rate kept it stable.
+  c.optim.lr_multipliers = {"*lifting/upsample": 0.1}
+  if stage == "svr":
+    # The paper starts the SVR from a pre-trained feature encoder (MobRecon's); on synthetic
+    # data the MVR teacher's backbone, trained on the same frames, plays that role. It applies
+    # when init_from names the MVR run (the quickstart and the reproduction script set it).
+    c.init_from_modules = ["backbone"]
   c.total_epochs = 12.0
   c.optim.decay_epochs = [9]
   c.log_every_steps = 20

@@ -75,6 +75,33 @@ def load_teacher(config: ml_collections.ConfigDict, topology, mesh):
   return teacher, variables
 
 
+def merge_modules(fresh: dict, loaded: dict, modules: list[str], source: str) -> dict:
+  """``fresh`` with the top-level ``modules`` taken from ``loaded`` (all of it when empty).
+
+  A module in neither tree is skipped (e.g. one without BatchNorm, in ``batch_stats``).
+
+  Raises:
+    ValueError: naming ``source`` when a module is missing from either tree or its parameter
+      names or shapes differ.
+  """
+  if not modules:
+    modules = sorted(set(fresh) | set(loaded))
+  merged = dict(fresh)
+  for name in modules:
+    if name not in loaded and name not in fresh:
+      continue
+    if name not in loaded or name not in fresh:
+      where = "the checkpoint" if name not in loaded else "this model"
+      raise ValueError(f"init_from: module {name!r} is not in {where} ({source}; checkpoint "
+                       f"modules: {sorted(loaded)}, model modules: {sorted(fresh)})")
+    shapes = lambda tree: jax.tree.map(np.shape, tree)  # noqa: E731
+    if shapes(loaded[name]) != shapes(fresh[name]):
+      raise ValueError(f"init_from: module {name!r} of {source} has other parameter names or "
+                       f"shapes than this model's (a different model variant?)")
+    merged[name] = loaded[name]
+  return merged
+
+
 def write_run_files(workdir: str, config: ml_collections.ConfigDict, topology) -> None:
   """The resolved config and the topology, so evaluation and prediction rebuild the network."""
   if jax.process_index() != 0:
@@ -176,9 +203,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     state = jax.jit(init_fn, out_shardings=state_shardings)()
     if config.init_from:
       weights = checkpointing.restore_params_only(evaluation.checkpoint_dir_of(config.init_from))
-      state["params"] = jax.device_put(weights["params"], state_shardings["params"])
-      state["batch_stats"] = jax.device_put(weights["batch_stats"], state_shardings["batch_stats"])
-      log.info("initialised weights from %s", config.init_from)
+      modules = list(config.get("init_from_modules") or [])
+      for collection in ("params", "batch_stats"):
+        merged = merge_modules(state[collection], weights[collection], modules,
+                               f"{config.init_from} {collection}")
+        state[collection] = jax.device_put(merged, state_shardings[collection])
+      log.info("initialised %s from %s", ", ".join(modules) or "all weights", config.init_from)
 
   # ---------------------------------------------------------------- steps
   batch_sharding = sharding.batch_sharding(mesh)

@@ -201,3 +201,40 @@ def test_the_config_name_decides_the_hand_model(tmp_path):
   with pytest.raises(FileNotFoundError, match="missing.pkl"):
     build.make_builder("synthetic_hands/tiny_mano", data_dir,
                        mano_path=str(tmp_path / "missing.pkl"))
+
+
+def _tilt_from_vertical_deg(h: scene.HandSample) -> float:
+  """Angle between world +z and the hand's wrist-to-knuckles direction in the world frame."""
+  joints = h.to_world(h.joints_canonical)
+  along = joints[[5, 9, 13, 17]].mean(axis=0) - joints[0]
+  return float(np.degrees(np.arccos(along[2] / np.linalg.norm(along))))
+
+
+def test_upright_hands_point_up_with_half_normal_tilt():
+  model = hand.load_hand_model(None)
+  level = scene.sample_hands(model, 0, "train", range(8), config=scene.SceneConfig(
+      hand_tilt_deg=1e-9))
+  np.testing.assert_allclose([_tilt_from_vertical_deg(h) for h in level], 0.0, atol=1e-4)
+  tilts = [_tilt_from_vertical_deg(h) for h in scene.sample_hands(model, 0, "train", range(256))]
+  # Half-normal of scale 40 deg: mean 40 sqrt(2/pi) = 31.9 deg (standard error ~1.5 deg).
+  assert 27.0 < np.mean(tilts) < 37.0
+  uniform = scene.sample_hands(model, 0, "train", range(256),
+                               config=scene.SceneConfig(orientation="uniform"))
+  # Uniform rotations send the direction uniformly over the sphere: mean angle 90 deg.
+  assert 80.0 < np.mean([_tilt_from_vertical_deg(h) for h in uniform]) < 100.0
+
+
+def test_upright_cameras_see_world_up_as_image_up(faces):
+  """With no roll, every camera's x axis is horizontal and its image-down axis points down."""
+  model = hand.load_hand_model(None)
+  (h,) = scene.sample_hands(model, 0, "train", [3])
+  example = scene.render_frame(h, faces, 0, "train", "synthhand",
+                               scene.SceneConfig(image_size=32, camera_roll_deg=1e-9))
+  rotations = example["views"]["world2cam"][:, :3, :3]  # rows: camera x, y (down), z in world
+  np.testing.assert_allclose(rotations[:, 0, 2], 0.0, atol=1e-6)
+  assert (rotations[:, 1, 2] < 0).all()
+
+
+def test_unknown_orientation_is_rejected():
+  with pytest.raises(ValueError, match="orientation must be one of"):
+    scene.SceneConfig(orientation="random")

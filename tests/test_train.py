@@ -148,9 +148,14 @@ def test_sima_svr_uses_frozen_teacher_that_is_never_checkpointed(mvr_run, data_d
   teacher_dir, _ = mvr_run
   overrides = {"data.data_dir": data_dir, "mesh.num_devices": 1, "total_steps": 2,
                "eval_every_steps": 2, "log_every_steps": 1,
-               "distill.teacher_checkpoint": str(teacher_dir)}
+               "distill.teacher_checkpoint": str(teacher_dir),
+               # The student's shared modules start from the teacher's (quickstart's setting);
+               # another seed than the teacher's, so that its other modules start elsewhere.
+               "init_from": str(teacher_dir), "init_from_modules": ["backbone", "decoder3d"],
+               "seed": 1}
   workdir = tmp_path / "sima"
-  result = train.train_and_evaluate(load("svr", overrides), str(workdir))
+  config = load("svr", overrides)
+  result = train.train_and_evaluate(config, str(workdir))
   # The teacher's variables after the SVR steps are exactly its checkpoint's.
   on_disk = final_params(teacher_dir)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(result.teacher_variables), on_disk)
@@ -163,6 +168,28 @@ def test_sima_svr_uses_frozen_teacher_that_is_never_checkpointed(mvr_run, data_d
           == jax.tree.structure(jax.device_get(result.state["params"])))
   teacher_only = set(on_disk["params"]) - set(student["params"])
   assert teacher_only, "the MVR should have modules the SVR lacks (fusion)"
+  # Two Adam steps move a weight by at most a few learning rates: the initialised modules sit
+  # that close to the teacher's; the orientation encoder, both nets have, started elsewhere.
+  bound = 5 * 2 * config.optim.base_lr
+  for name in ("backbone", "decoder3d"):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=bound),
+                 student["params"][name], on_disk["params"][name])
+  gaps = jax.tree.map(lambda a, b: np.abs(a - b).max(), student["params"]["dense_stack3"],
+                      on_disk["params"]["dense_stack3"])
+  assert max(jax.tree.leaves(gaps)) > 10 * bound
+
+
+def test_merge_modules_takes_the_named_modules_and_checks_shapes():
+  fresh = {"backbone": {"w": np.zeros(3)}, "rot_reg": {"w": np.zeros(2)}}
+  loaded = {"backbone": {"w": np.ones(3)}, "fusion": {"w": np.ones(4)}}
+  merged = train.merge_modules(fresh, loaded, ["backbone"], "run")
+  np.testing.assert_array_equal(merged["backbone"]["w"], 1.0)
+  np.testing.assert_array_equal(merged["rot_reg"]["w"], 0.0)
+  assert "fusion" not in merged
+  with pytest.raises(ValueError, match="'rot_reg' is not in the checkpoint"):
+    train.merge_modules(fresh, loaded, ["rot_reg"], "run")
+  with pytest.raises(ValueError, match="other parameter names or shapes"):
+    train.merge_modules(fresh, {"backbone": {"w": np.ones(4)}}, ["backbone"], "run")
 
 
 def test_sharded_step_equals_single_device_step(data_dir):

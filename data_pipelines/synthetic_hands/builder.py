@@ -1,8 +1,8 @@
 """TFDS builder of the built-in synthetic multi-view hand dataset (array_record, no TensorFlow).
 
-Each example is one frame in ``data_pipelines.schema``: a randomly posed and shaped hand with a
-random global orientation and 0-3 grasp-like occluders, rendered by 8 calibrated cameras
-(``scene.py``). Configs (train / validation / test frames, image side):
+Each example is one frame in ``data_pipelines.schema``: a randomly posed and shaped hand with
+0-3 grasp-like occluders, seen mostly fingers-up by 8 calibrated upright cameras (``scene.py``). Configs (train /
+validation / test frames, image side):
 
   tiny      16 / 4 / 4 frames at 96 px: tests, builds in seconds.
   small     1,000 / 100 / 100 frames at 128 px: the main job's default (~2 minutes on 2 cores).
@@ -69,8 +69,11 @@ def _configs():
 class SyntheticHands(tfds.core.GeneratorBasedBuilder):
   """Synthetic 8-view hand frames with occluders, in the shared simajax schema."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "First release.",
+      "1.1.0": "Upright hands and cameras by default (scene.SceneConfig.orientation).",
+  }
   BUILDER_CONFIGS = _configs()
 
   def __init__(self, *, mano_path: Optional[str] = None, num_workers: Optional[int] = None,
@@ -125,13 +128,13 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
               for start in range(0, num_frames, _HAND_BATCH)]
     if workers == 1:
       for chunk in chunks:
-        for hand in scene.sample_hands(model, cfg.seed, split, chunk):
+        for hand in scene.sample_hands(model, cfg.seed, split, chunk, config=job.scene):
           yield hand.index, _checked(job(hand))
       return
     # 'spawn': the parent runs JAX (threads), which must not be forked.
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
       for chunk in chunks:
-        hands = scene.sample_hands(model, cfg.seed, split, chunk)
+        hands = scene.sample_hands(model, cfg.seed, split, chunk, config=job.scene)
         for hand, example in zip(hands, pool.imap(job, hands, chunksize=2)):
           yield hand.index, _checked(example)
 

@@ -8,17 +8,28 @@ frame i of a split comes from ``frame_rng(seed, split, i, stream)``, so any subs
 be generated, in any order or process, with identical results.
 
 Scene conventions (world frame = metres, the hand centred at the origin):
-  * hand: ``V_world = R_w (V0 - J0) + J0 + t`` with V0 the canonical mesh, J0 its wrist,
-    R_w a uniformly random rotation and t chosen so that the mesh centroid is the origin;
+  * hand: ``V_world = R_w (V0 - J0) + J0 + t`` with V0 the canonical mesh, J0 its wrist and t
+    chosen so that the mesh centroid is the origin. R_w follows ``SceneConfig.orientation``:
+    'upright' (default) points the wrist-to-knuckles direction up (world +z), tilted by a
+    half-normal angle of scale ``hand_tilt_deg`` about a random horizontal axis, at a uniformly
+    random yaw; 'uniform' draws R_w uniformly from SO(3);
   * occluders: 0-3 spheres, boxes or cylinders touching the palm or a finger on its palmar side
     (sometimes the back), like grasped objects, so they hide the hand differently per view;
-  * cameras: 8 look-at cameras on randomly rotated, jittered cube-corner directions, at a
-    distance that makes the hand fill 55-95 % of the image, with varied focal length, principal
-    point and roll;
+  * cameras: 8 look-at cameras on jittered cube-corner directions (elevations about +-35 deg),
+    at a distance that makes the hand fill 55-95 % of the image, with varied focal length and
+    principal point. 'upright': the rig is turned by a random yaw and the cameras are upright
+    (image up = world +z) up to a normal roll of scale ``camera_roll_deg``, like the fixed rigs of
+    Dex-YCB and HanCo; 'uniform': the rig is randomly rotated and the roll is uniform;
   * images: Lambert-shaded skin (a per-frame tone with smooth per-vertex variation) and occluder
     colours over a random background (gradient, value noise, random shapes, pixel noise), then a
     slight blur; the stored hand mask is the visible hand, and ``vis_ratio`` divides its area by
     the area of the hand rendered without occluders.
+
+Why 'upright' is the default: in real captures the cameras stand upright and hands are seen
+mostly fingers-up; a uniform SO(3) orientation (every roll and every viewpoint equally likely) is
+far harder than any real dataset, and a small model learns no orientation from it within a CPU
+budget (BENCHMARKS.md, "Learning at CPU budgets"). Training still adds the official in-plane
+rotation augmentation (up to +-60 deg) on top.
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ _SKIN_TONES = np.array([[0.98, 0.87, 0.78], [0.94, 0.78, 0.66], [0.87, 0.67, 0.5
                         [0.76, 0.55, 0.40], [0.58, 0.39, 0.26], [0.40, 0.26, 0.18]])
 # Probabilities of 0, 1, 2, 3 occluders per frame.
 OCCLUDER_COUNTS = (0.05, 0.25, 0.35, 0.35)
+ORIENTATIONS = ("upright", "uniform")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,12 +72,23 @@ class SceneConfig:
     fill: range of (projected hand bounding radius) / (half the image side).
     occluder_counts: probabilities of 0, 1, 2, 3 occluders.
     jpeg_quality: quality of the stored JPEG images.
+    orientation: 'upright' or 'uniform' (hand orientation and camera roll; module docstring).
+    hand_tilt_deg: 'upright' only: scale of the half-normal tilt of the hand from vertical.
+    camera_roll_deg: 'upright' only: scale of the normal camera roll.
   """
   image_size: int = 128
   fov_deg: tuple[float, float] = (40.0, 65.0)
   fill: tuple[float, float] = (0.55, 0.95)
   occluder_counts: tuple[float, ...] = OCCLUDER_COUNTS
   jpeg_quality: int = 95
+  orientation: str = "upright"
+  hand_tilt_deg: float = 40.0
+  camera_roll_deg: float = 10.0
+
+  def __post_init__(self):
+    if self.orientation not in ORIENTATIONS:
+      raise ValueError(f"SceneConfig.orientation must be one of {ORIENTATIONS}, "
+                       f"got {self.orientation!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +135,26 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
   return q if np.linalg.det(q) > 0 else -q
 
 
-def sample_hands(model, seed: int, split: str, indices, batch: int = 128) -> list[HandSample]:
+def upright_rotation(joints: np.ndarray, yaw: float, tilt_axis: float, tilt: float) -> np.ndarray:
+  """R_w of an upright hand: wrist-to-knuckles along world +z, palm towards world +x, then
+  tilted by ``tilt`` radians about the horizontal axis at angle ``tilt_axis`` and turned by
+  ``yaw`` about +z.
+
+  Args:
+    joints: [21, 3] the hand's canonical joints (its palm frame sets the base orientation).
+    yaw, tilt_axis, tilt: angles in radians.
+  """
+  _, normal, _, along = _palm_frame(joints)
+  across = np.cross(along, normal)
+  # Rows: where the canonical palm normal, across-palm and along directions go (x, y, z).
+  base = np.stack([normal, across, along])
+  axis = np.array([np.cos(tilt_axis), np.sin(tilt_axis), 0.0])
+  turn = geometry.axis_angle_to_matrix(tilt * axis) if tilt else np.eye(3)
+  return geometry.rotation_about_z(np.float64(yaw)) @ turn @ base
+
+
+def sample_hands(model, seed: int, split: str, indices, batch: int = 128,
+                 config: SceneConfig = SceneConfig()) -> list[HandSample]:
   """Draws and poses the hands of several frames with batched, jitted hand-model calls.
 
   Args:
@@ -121,12 +163,13 @@ def sample_hands(model, seed: int, split: str, indices, batch: int = 128) -> lis
     split: split name.
     indices: frame indices within the split.
     batch: hands per compiled call (calls are padded to it, so it compiles once).
+    config: the scene config (its ``orientation`` fields set R_w).
 
   Returns:
     One ``HandSample`` per index, in order.
   """
   indices = list(indices)
-  poses, betas, rotations = [], [], []
+  poses, betas, orientations = [], [], []
   for index in indices:
     rng = frame_rng(seed, split, index, 0)
     # Finger values relative to hands_mean: the flat_hand_mean=False convention of the schema.
@@ -134,7 +177,11 @@ def sample_hands(model, seed: int, split: str, indices, batch: int = 128) -> lis
                                       hands_mean=np.asarray(model.hands_mean)),
                           np.float64).reshape(-1))
     betas.append(np.array(sample_shape(rng, 1), np.float64).reshape(-1))
-    rotations.append(random_rotation(rng))
+    if config.orientation == "uniform":
+      orientations.append(random_rotation(rng))
+    else:  # (yaw, tilt axis, tilt); the rotation needs the posed joints (below)
+      orientations.append((rng.uniform(0, 2 * np.pi), rng.uniform(0, 2 * np.pi),
+                           abs(rng.normal(0, np.deg2rad(config.hand_tilt_deg)))))
   forward = jax.jit(hand_forward)
   verts, joints = [], []
   for start in range(0, len(indices), batch):
@@ -146,6 +193,8 @@ def sample_hands(model, seed: int, split: str, indices, batch: int = 128) -> lis
     out = forward(model, pose_chunk, beta_chunk)
     verts += list(np.asarray(out.vertices, np.float64)[:count])
     joints += list(np.asarray(out.joints21, np.float64)[:count])
+  rotations = [o if config.orientation == "uniform" else upright_rotation(j, *o)
+               for o, j in zip(orientations, joints)]
   return [HandSample(index=i, pose=p, betas=b, world_rot=r, verts_canonical=v, joints_canonical=j)
           for i, p, b, r, v, j in zip(indices, poses, betas, rotations, verts, joints)]
 
@@ -243,7 +292,10 @@ def _cameras(radius: float, min_distance: float, rng: np.random.Generator, confi
   """8 (K, world2cam) pairs looking at the origin from around the hand."""
   size = config.image_size
   corners = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], np.float64)
-  directions = _unit(_unit(corners) @ random_rotation(rng).T + rng.normal(0, 0.25, (8, 3)))
+  upright = config.orientation == "upright"
+  rig = (geometry.rotation_about_z(rng.uniform(0, 2 * np.pi)) if upright
+         else random_rotation(rng))
+  directions = _unit(_unit(corners) @ rig.T + rng.normal(0, 0.25, (8, 3)))
   cameras = []
   for direction in directions:
     fov = np.deg2rad(rng.uniform(*config.fov_deg))
@@ -256,9 +308,16 @@ def _cameras(radius: float, min_distance: float, rng: np.random.Generator, confi
     target = rng.normal(0, 0.15 * radius, size=3)
     eye = target + distance * direction
     forward = _unit(target - eye)
-    up = rng.normal(size=3)  # a random roll about the viewing axis
-    right = _unit(np.cross(forward, up))
-    down = np.cross(forward, right)
+    if upright:  # image up = world +z, then a small roll about the viewing axis
+      right = _unit(np.cross(forward, np.array([0.0, 0.0, 1.0])))
+      down = np.cross(forward, right)
+      roll = rng.normal(0, np.deg2rad(config.camera_roll_deg))
+      right, down = (np.cos(roll) * right + np.sin(roll) * down,
+                     -np.sin(roll) * right + np.cos(roll) * down)
+    else:
+      up = rng.normal(size=3)  # a uniformly random roll about the viewing axis
+      right = _unit(np.cross(forward, up))
+      down = np.cross(forward, right)
     rotation = np.stack([right, down, forward])  # rows: camera axes in the world frame
     world2cam = np.eye(4)
     world2cam[:3, :3] = rotation

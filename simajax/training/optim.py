@@ -8,8 +8,11 @@ to 0.1 before every step. Durations live in the config as epochs or steps and ar
 
 from __future__ import annotations
 
+import fnmatch
 import math
+from typing import Mapping
 
+import jax
 import ml_collections
 import optax
 
@@ -89,4 +92,49 @@ def make_optimizer(config: ml_collections.ConfigDict, global_batch_size: int,
     chain.append(optax.clip_by_global_norm(optim.grad_clip_norm))
   chain.append(optax.adam(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps))
   tx = optax.chain(*chain)
-  return (optax.flatten(tx) if flatten else tx), schedule
+  if flatten:
+    tx = optax.flatten(tx)
+  multipliers = dict(optim.get("lr_multipliers") or {})
+  if multipliers:
+    # Outside the flattened chain: it touches only the matched tensors, a few ops each.
+    tx = optax.chain(tx, scale_matching(multipliers))
+  return tx, schedule
+
+
+def parameter_name(path) -> str:
+  """'lifting/upsample' for the pytree path of params['lifting']['upsample']."""
+  return "/".join(str(getattr(key, "key", key)) for key in path)
+
+
+def scale_matching(multipliers: Mapping[str, float]) -> optax.GradientTransformation:
+  """Multiplies the updates of the parameters whose name matches a pattern.
+
+  Args:
+    multipliers: glob pattern over ``parameter_name`` (e.g. ``'*lifting/upsample'``) ->
+      factor. A parameter takes the factor of the first pattern it matches; 0 freezes it.
+
+  Raises:
+    ValueError: at ``init``, for a pattern that matches no parameter (a typo would otherwise
+      silently change nothing).
+  """
+  patterns = tuple(multipliers.items())
+
+  def factor(path) -> float:
+    name = parameter_name(path)
+    return next((float(m) for pattern, m in patterns if fnmatch.fnmatchcase(name, pattern)), 1.0)
+
+  def init(params):
+    names = [parameter_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    for pattern, _ in patterns:
+      if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+        raise ValueError(f"optim.lr_multipliers: pattern {pattern!r} matches no parameter "
+                         f"(names look like {names[0]!r})")
+    return optax.EmptyState()
+
+  def update(updates, state, params=None):
+    del params
+    scaled = jax.tree_util.tree_map_with_path(
+        lambda path, u: u if factor(path) == 1.0 else u * factor(path), updates)
+    return scaled, state
+
+  return optax.GradientTransformation(init, update)
