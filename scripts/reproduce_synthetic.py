@@ -21,9 +21,9 @@ Methods (paper rows in brackets):
   oe_only  SiMA with the orientation term only (beta = 0)
 
 Every single-view method reads the same multi-view batches (``batch_size / 8`` frames of 8 views
-each), which SiMA's teacher needs, and starts from the same pre-trained encoder (the seed's MVR
-backbone, when 'mvr' is among the methods), so the methods differ only in their losses and
-modules. The
+each), which SiMA's teacher needs, and starts from the same pre-trained modules (the seed's MVR
+backbone and shape branch, when 'mvr' is among the methods), so the methods differ only in their
+losses and modules. The
 score is the last checkpoint's (equal budgets), not the best on validation.
 
 Each run lives in ``<workdir>/seed<S>/<method>`` and is skipped when its ``test.json`` exists, so
@@ -109,8 +109,9 @@ def method_config(method: str, args: argparse.Namespace, seed: int, teacher_dir:
     config.distill.se_weight = 0.0 if method == "oe_only" else config.distill.se_weight
     config.distill.oe_weight = 0.0 if method == "se_only" else config.distill.oe_weight
     config.model.use_ofe = method != "no_ofe"
-    # Every single-view method starts from the same pre-trained encoder, the seed's MVR backbone
-    # (config.init_from_modules), as the paper's SVRs all start from MobRecon's encoder.
+    # Every single-view method starts from the same pre-trained modules, the seed's MVR backbone
+    # and shape branch (config.init_from_modules), as the paper's SVRs all start from one
+    # pre-trained encoder (MobRecon's).
     config.init_from = teacher_dir if "mvr" in args.methods else None
   for item in args.set:
     key, _, value = item.partition("=")

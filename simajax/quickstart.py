@@ -131,7 +131,7 @@ def run(workdir: str, data_dir: str, *, variant: str = "small", mvr_steps: Optio
       config.optim.decay_epochs = []
     if stage == "svr":
       config.distill.teacher_checkpoint = os.path.join(workdir, "mvr")
-      config.init_from = os.path.join(workdir, "mvr")  # the pre-trained encoder (init_from_modules)
+      config.init_from = os.path.join(workdir, "mvr")  # pre-trained modules: init_from_modules
     configs[stage] = config
     t = time.perf_counter()
     train.train_and_evaluate(config, os.path.join(workdir, stage))
