@@ -2,7 +2,9 @@ r"""Stage 2: SiMA-SVR (single-view, distilled from the frozen MVR) on the built-
 
 Command:
   python -m simajax.train --config=configs/svr_synthetic.py --workdir=runs/svr_synthetic \
-      --config.distill.teacher_checkpoint=runs/mvr_synthetic
+      --config.distill.teacher_checkpoint=runs/mvr_synthetic --config.init_from=runs/mvr_synthetic
+(init_from: the student starts from the teacher's backbone, lifting and decoder; see
+``simajax.config_lib.synthetic_config``.)
 Smoke run (tiny model and data, a few steps): append `:runlocal` to the config path.
 Expected time and hardware: 2-core CPU (the `small` model on `synthetic_hands/small`): about 5 minutes; see BENCHMARKS.md.
 """

@@ -79,10 +79,12 @@ def test_svr_trains_and_loss_falls(svr_run):
   workdir, result = svr_run
   logged = [m for m in read_metrics(workdir) if "train/loss" in m]
   assert len(logged) == SVR_STEPS
-  # The total is dominated by slow terms (2D joints, normals); the mesh term shows learning.
-  for key, factor in (("train/loss", 1.0), ("train/loss_mesh_canonical", 0.9)):
-    values = [m[key] for m in logged]
-    assert np.mean(values[-4:]) < factor * np.mean(values[:4]), (key, values)
+  # The total is dominated by slow terms (2D joints, normals); the mesh term shows learning,
+  # most of it in the first few steps (the mean shape), hence the comparison with step 1.
+  total = [m["train/loss"] for m in logged]
+  assert np.mean(total[-4:]) < np.mean(total[:4]), total
+  mesh = [m["train/loss_mesh_canonical"] for m in logged]
+  assert np.mean(mesh[-4:]) < 0.85 * mesh[0], mesh
   overall = result.metrics["metrics"]["overall"]
   assert overall["count"] > 0 and np.isfinite(overall["pa_vpe"])
   for name in ("config.json", "topology.npz", f"eval_step{SVR_STEPS}.json"):
