@@ -234,7 +234,7 @@ def synthetic_config(stage: str, variant: str = "small") -> ml_collections.Confi
     # teacher, trained on the same frames, plays that role: its backbone and shape branch have
     # the SVR's shapes, and L_SE pulls the student's f_v towards the f_v^M its decoder reads.
     # From scratch, the SiMA-SVR's PA-VPE after 150 steps was 31.9 mm (mean mesh: 32.3); from
-    # the backbone alone 34.3; from these three modules 21.0 (BENCHMARKS.md). Applies when
+    # the backbone alone 34.3; from these three modules 20.9 (BENCHMARKS.md). Applies when
     # init_from names the MVR run (the quickstart and the reproduction script set it).
     c.init_from_modules = ["backbone", "lifting", "decoder3d"]
   c.total_epochs = 12.0
