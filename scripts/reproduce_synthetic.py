@@ -23,8 +23,8 @@ Methods (paper rows in brackets):
 Every single-view method reads the same multi-view batches (``batch_size / 8`` frames of 8 views
 each), which SiMA's teacher needs, and starts from the same pre-trained modules (the seed's MVR
 backbone and shape branch, when 'mvr' is among the methods), so the methods differ only in their
-losses and modules. The
-score is the last checkpoint's (equal budgets), not the best on validation.
+losses and modules. The score is the last checkpoint's (equal budgets), not the best on
+validation.
 
 Each run lives in ``<workdir>/seed<S>/<method>`` and is skipped when its ``test.json`` exists, so
 an interrupted reproduction continues where it stopped (the trainer itself resumes a run from its

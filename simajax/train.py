@@ -86,6 +86,7 @@ def merge_modules(fresh: dict, loaded: dict, modules: list[str], source: str) ->
   """
   if not modules:
     modules = sorted(set(fresh) | set(loaded))
+  shapes = lambda tree: jax.tree.map(np.shape, tree)  # noqa: E731
   merged = dict(fresh)
   for name in modules:
     if name not in loaded and name not in fresh:
@@ -94,7 +95,6 @@ def merge_modules(fresh: dict, loaded: dict, modules: list[str], source: str) ->
       where = "the checkpoint" if name not in loaded else "this model"
       raise ValueError(f"init_from: module {name!r} is not in {where} ({source}; checkpoint "
                        f"modules: {sorted(loaded)}, model modules: {sorted(fresh)})")
-    shapes = lambda tree: jax.tree.map(np.shape, tree)  # noqa: E731
     if shapes(loaded[name]) != shapes(fresh[name]):
       raise ValueError(f"init_from: module {name!r} of {source} has other parameter names or "
                        f"shapes than this model's (a different model variant?)")

@@ -1,8 +1,8 @@
 """TFDS builder of the built-in synthetic multi-view hand dataset (array_record, no TensorFlow).
 
 Each example is one frame in ``data_pipelines.schema``: a randomly posed and shaped hand with
-0-3 grasp-like occluders, seen mostly fingers-up by 8 calibrated upright cameras (``scene.py``). Configs (train /
-validation / test frames, image side):
+0-3 grasp-like occluders, seen mostly fingers-up by 8 calibrated upright cameras (``scene.py``).
+Configs (train / validation / test frames, image side):
 
   tiny      16 / 4 / 4 frames at 96 px: tests, builds in seconds.
   small     1,000 / 100 / 100 frames at 128 px: the main job's default (~2 minutes on 2 cores).
