@@ -57,7 +57,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from simajax import checkpoint_io, config_lib, model_setup, photo
+from simajax import checkpoint_io, config_lib, model_setup, photo, runtime
 from simajax.convert import resolve_model_config
 from simajax.mesh import MeshTopology
 from simajax.models import OUTPUT_KEYS, build_svr
@@ -329,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
                                        "name or a config file with get_config().model)")
   parser.add_argument("--batch-size", type=int, default=32)
   args = parser.parse_args(argv)
+  runtime.configure_process()
   if args.images_npz is not None and not args.out:
     parser.error("--images-npz needs --out")
   if args.images is not None and not args.out_dir:
