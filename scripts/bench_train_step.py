@@ -31,6 +31,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import resource
 import statistics
 import sys
@@ -53,6 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="XLA backend optimisation level (default: XLA's)")
   parser.add_argument("--profile", action="store_true", help="trace 3 steps, print top kernels")
   parser.add_argument("--top", type=int, default=30)
+  parser.add_argument("--hlo-out", default=None, help="write the optimized HLO text here")
   parser.add_argument("--json-line", default=None, help="append the result to this file")
   parser.add_argument("--tag", default="", help="a label stored with the result")
   parser.add_argument("--allocator", default="tuned", choices=("tuned", "glibc"),
@@ -113,6 +115,9 @@ def main(argv=None) -> None:
   lowered_at = time.perf_counter()
   compiled = lowered.compile()
   compiled_at = time.perf_counter()
+  if args.hlo_out:
+    with open(args.hlo_out, "w", encoding="utf-8") as f:
+      f.write(compiled.as_text())
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else {}
@@ -167,7 +172,12 @@ def main(argv=None) -> None:
 
 
 def profile(compiled, run_three_steps, top: int) -> list[dict]:
-  """Traces three steps; prints and returns the kernels with the most thread time."""
+  """Traces three steps; prints and returns the kernels with the most thread time.
+
+  Kernels are named by XLA (``fusion.12``); each is also attributed to the model code it came
+  from (its ``op_name`` metadata, e.g. ``transpose(jvp(SVRHand))/backbone/.../bn/mul``), and the
+  thread time is summed by forward/backward pass and layer type.
+  """
   import jax  # pylint: disable=import-outside-toplevel
   with tempfile.TemporaryDirectory() as trace_dir:
     jax.profiler.start_trace(trace_dir)
@@ -189,18 +199,47 @@ def profile(compiled, run_three_steps, top: int) -> list[dict]:
           continue
         totals[event.name] += event.duration_ns / 1e6 / 3
         counts[event.name] += 1
+  sources = _kernel_sources(compiled.as_text())
   busy = sum(totals.values())
   print(f"\nkernel thread time per step: {busy:.0f} ms over {len(totals)} kernel names "
         f"({sum(counts.values()) / 3:.0f} kernel calls/step)")
-  families = collections.Counter()
+  by_layer = collections.Counter()
   for name, ms in totals.items():
-    families[_family(name)] += ms
-  print("by family: " + ", ".join(f"{k} {v:.0f} ms" for k, v in families.most_common(12)))
+    by_layer[_layer_of(sources.get(name, ""))] += ms
+  print("by pass and layer:")
+  for key, ms in by_layer.most_common(top):
+    print(f"  {ms:8.1f} ms {100 * ms / busy:5.1f} %  {key}")
   rows = []
+  print("top kernels:")
   for name, ms in totals.most_common(top):
-    rows.append({"name": name, "ms_per_step": ms, "calls_per_step": counts[name] / 3})
-    print(f"  {ms:8.1f} ms {100 * ms / busy:5.1f} %  x{counts[name] / 3:5.0f}  {name}")
+    rows.append({"name": name, "ms_per_step": ms, "calls_per_step": counts[name] / 3,
+                 "source": sources.get(name, "")})
+    print(f"  {ms:8.1f} ms {100 * ms / busy:5.1f} %  x{counts[name] / 3:5.0f}  {name}  "
+          f"{sources.get(name, '')[-90:]}")
   return rows
+
+
+def _kernel_sources(hlo_text: str) -> dict[str, str]:
+  """Instruction name -> its op_name metadata, over the optimized HLO's instructions."""
+  sources = {}
+  for line in hlo_text.splitlines():
+    match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = .*op_name=\"([^\"]*)\"", line)
+    if match:
+      sources.setdefault(match.group(1), match.group(2))
+  return sources
+
+
+def _layer_of(op_name: str) -> str:
+  """'bwd bn/mul' for '.../transpose(jvp(SVRHand))/backbone/dense1/conv1/conv1x1/bn/mul'."""
+  if not op_name:
+    return "? (no source)"
+  direction = "bwd" if "transpose(" in op_name else "fwd"
+  parts = [p for p in op_name.split("/") if p and not p.startswith(("jit(", "jvp(", "transpose("))]
+  layer_types = ("bn", "conv", "linear", "layer_norm", "upsample", "head")
+  layer = next((re.sub(r"_\d+$", "", p) for p in reversed(parts[:-1])
+                if p.startswith(layer_types) or p.startswith(("conv3x3", "conv1x1", "w_", "fc",
+                                                             "senet", "de_layer"))), "")
+  return f"{direction} {layer}/{parts[-1] if parts else op_name}"
 
 
 def _family(name: str) -> str:

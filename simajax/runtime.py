@@ -9,11 +9,11 @@ Both are called first thing by ``simajax.train``, ``simajax.quickstart``, ``sima
   0.9 M page faults per step of the official SVR (each page is zeroed by the kernel), and the
   step waits for it. ``MALLOC_MMAP_THRESHOLD_`` cannot help: glibc caps it at 32 MiB. Keeping
   every allocation in one heap that is never trimmed (one arena, no mmap, a trim threshold of
-  2 GiB) lets XLA reuse the same pages from call to call (BENCHMARKS.md, "Training speed"). The
+  SIZE_MAX) lets XLA reuse the same pages from call to call (BENCHMARKS.md, "Training speed"). The
   cost is that the process keeps its peak heap. ``SIMAJAX_MALLOC=default`` leaves glibc as it is.
 * ``configure_compilation_cache``: JAX's persistent compilation cache under
-  ``~/.cache/simajax/xla`` (``SIMAJAX_CACHE_DIR`` overrides it; ``SIMAJAX_CACHE_DIR=off`` turns it
-  off). A second run of the same step loads the compiled executable instead of compiling it (a
+  ``~/.cache/simajax/xla`` (``SIMAJAX_CACHE_DIR``, or JAX's ``JAX_COMPILATION_CACHE_DIR``,
+  overrides it; ``SIMAJAX_CACHE_DIR=off`` turns it off). A second run of the same step loads the compiled executable instead of compiling it (a
   minute for a training step on a 2-core CPU). The directory is safe to delete at any time.
 """
 
@@ -62,7 +62,7 @@ def configure_allocator() -> bool:
   settings = (
       (_M_ARENA_MAX, 1),               # one heap for every thread: pages freed by one are reused
       (_M_MMAP_MAX, 0),                # big buffers from that heap, not fresh mmaps
-      (_M_TRIM_THRESHOLD, 2**31 - 1),  # never hand the heap's top back to the kernel
+      (_M_TRIM_THRESHOLD, -1),         # never hand the heap's top back (-1: SIZE_MAX)
       (_M_TOP_PAD, 64 << 20),          # grow the heap 64 MiB at a time
   )
   _allocator_configured = all(mallopt(param, value) == 1 for param, value in settings)
@@ -70,8 +70,13 @@ def configure_allocator() -> bool:
 
 
 def cache_dir() -> Optional[str]:
-  """The persistent compilation cache directory, or None when ``SIMAJAX_CACHE_DIR=off``."""
-  value = os.environ.get("SIMAJAX_CACHE_DIR", DEFAULT_CACHE_DIR)
+  """The persistent compilation cache directory, or None when ``SIMAJAX_CACHE_DIR=off``.
+
+  JAX's own ``JAX_COMPILATION_CACHE_DIR``, when set, wins over simajax's default (the test suite
+  sets it to a fresh directory per session).
+  """
+  value = os.environ.get("SIMAJAX_CACHE_DIR") or os.environ.get("JAX_COMPILATION_CACHE_DIR") or (
+      DEFAULT_CACHE_DIR)
   if value.lower() in ("", "0", "off", "none", "false"):
     return None
   return os.path.abspath(os.path.expanduser(value))

@@ -58,6 +58,10 @@ def svr_config(variant: str = "official") -> ml_collections.ConfigDict:
   # a row by ~lr per step, so a joint can shift by centimetres per step, and in a short run the
   # joint losses are met by bending the regressor instead of the mesh (configs/*_synthetic.py).
   c.train_joint_regressor = True
+  # Activation dtype: 'float32', or 'bfloat16' for mixed precision on accelerators (parameters,
+  # BatchNorm statistics, losses and the rotation stay float32). On a CPU bfloat16 is slower
+  # (docs/PERFORMANCE.md), so every config keeps float32.
+  c.compute_dtype = "float32"
   # Orientation head: attention over the 8c-wide tokens, then the MLP regressor.
   c.attention_heads = 8
   c.attention_head_dim = 512

@@ -43,18 +43,25 @@ def torch_uniform_init(fan_in: int) -> Callable:
 
 
 class Linear(nn.Module):
-  """torch ``nn.Linear`` (kernel stored [in, out], i.e. the transposed torch weight)."""
+  """torch ``nn.Linear`` (kernel stored [in, out], i.e. the transposed torch weight).
+
+  The product accumulates in at least float32; the result is returned in the input's dtype, or
+  in the accumulation dtype with ``keep_accumulator`` (a BatchNorm that follows then normalises
+  unrounded values: see ``ConvBN``).
+  """
   features: int
   use_bias: bool = True
+  keep_accumulator: bool = False
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     fan_in = x.shape[-1]
     kernel = self.param("kernel", torch_uniform_init(fan_in), (fan_in, self.features))
-    y = x @ kernel.astype(x.dtype)
+    acc = _accumulation_dtype(x)
+    y = jnp.matmul(x, kernel.astype(x.dtype), preferred_element_type=acc)
     if self.use_bias:
-      y = y + self.param("bias", torch_uniform_init(fan_in), (self.features,)).astype(x.dtype)
-    return y
+      y = y + self.param("bias", torch_uniform_init(fan_in), (self.features,)).astype(acc)
+    return y if self.keep_accumulator else y.astype(x.dtype)
 
 
 class BatchNorm(nn.Module):
@@ -68,13 +75,14 @@ class BatchNorm(nn.Module):
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
     c = x.shape[-1]
-    scale = self.param("scale", nn.initializers.ones, (c,)).astype(x.dtype)
-    bias = self.param("bias", nn.initializers.zeros, (c,)).astype(x.dtype)
+    # Parameters and statistics stay float32 whatever the activations' dtype (bfloat16 under
+    # model.compute_dtype): the per-channel affine map is formed in float32, then applied.
+    scale = self.param("scale", nn.initializers.ones, (c,))
+    bias = self.param("bias", nn.initializers.zeros, (c,))
     running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
     running_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
     if not train:
-      return _normalize(x, scale, bias, running_mean.value.astype(x.dtype),
-                        running_var.value.astype(x.dtype), self.epsilon)
+      return _normalize(x, scale, bias, running_mean.value, running_var.value, self.epsilon)
     n = x.size // c
     if n < 2:
       raise ValueError(
@@ -90,26 +98,33 @@ class BatchNorm(nn.Module):
 
 def _normalize(x: Array, scale: Array, bias: Array, mean: Array, var: Array,
                epsilon: float) -> Array:
+  """x * a + b with the per-channel a, b of the affine normalisation, formed in float32."""
   inv = scale * jax.lax.rsqrt(var + epsilon)
-  return x * inv + (bias - mean * inv)
+  return x * inv.astype(x.dtype) + (bias - mean * inv).astype(x.dtype)
 
 
-def _batch_stats(x: Array) -> tuple[Array, Array, Array]:
-  """Per-channel (mean, biased variance, shift) of x [..., C] in one pass over x.
+def _accumulation_dtype(x: Array):
+  """float32 for bfloat16/float16/float32 arrays, float64 for float64 ones."""
+  return jnp.promote_types(x.dtype, jnp.float32)
 
-  Both moments are sums of d = x - shift, with shift = the first element of each channel: one
-  fused reduction reads x once (the two-pass formula reads it twice and, shared with the backward
-  pass, materialises x - mean). With the shift a sample of the data, E[d^2] - E[d]^2 does not
-  cancel catastrophically as the raw E[x^2] - E[x]^2 can; the float64 parity test holds to 1e-7.
+
+def _batch_stats(x: Array) -> tuple[Array, Array]:
+  """Per-channel (mean, biased variance) of x [..., C] from the raw sums of x and x^2.
+
+  One pass over x for both moments: XLA:CPU hands both sums to its (XNNPACK) reduction kernels
+  straight from x, where the two-pass formula (or any per-channel shift) first materialises
+  x - mean, doubling the memory traffic (BENCHMARKS.md, "Training speed"). The price is
+  cancellation in E[x^2] - E[x]^2 when a channel's mean is large against its spread: in float32
+  the normalised output is then off by ~1e-6 (mean = 3 std) to ~6e-5 (mean = 10 std), against
+  ~2e-6 for the two-pass formula. BatchNorm inputs here are bias-free convolutions of
+  normalised activations, well within that range; in float64 the parity test holds to 1e-7.
   """
-  c = x.shape[-1]
   axes = tuple(range(x.ndim - 1))
-  n = x.size // c
-  shift = x.reshape(-1, c)[0]
-  d = x - shift
-  mean_d = jnp.sum(d, axes) / n
-  var = jnp.maximum(jnp.sum(d * d, axes) / n - mean_d * mean_d, 0.0)
-  return shift + mean_d, var, shift
+  n = x.size // x.shape[-1]
+  x = x.astype(_accumulation_dtype(x))  # sums in float32 also for bfloat16 activations
+  mean = jnp.sum(x, axes) / n
+  var = jnp.maximum(jnp.sum(x * x, axes) / n - mean * mean, 0.0)
+  return mean, var
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -118,8 +133,8 @@ def batch_norm_train(x: Array, scale: Array, bias: Array,
   """Train-mode batch normalisation over all axes but the last, with a hand-written VJP.
 
   Autodiff of the statistics emits about 40 XLA ops per layer for the backward pass (and the SVR
-  has ~150 BatchNorms); the closed form below needs one fused two-output reduction and one
-  elementwise pass, which cuts the training step's compile time and memory traffic.
+  has ~150 BatchNorms); the closed form below needs two reductions and one elementwise pass,
+  which cuts the training step's compile time and memory traffic.
 
   Args:
     x: [..., C] input.
@@ -131,30 +146,32 @@ def batch_norm_train(x: Array, scale: Array, bias: Array,
     (y, mean, var): the normalised ``x``, and the batch mean and biased variance [C]. All three
     are differentiable.
   """
-  mean, var, _ = _batch_stats(x)
+  mean, var = _batch_stats(x)
   return _normalize(x, scale, bias, mean, var, epsilon), mean, var
 
 
 def _batch_norm_fwd(x, scale, bias, epsilon):
   x, scale, bias = x.value, scale.value, bias.value
-  mean, var, shift = _batch_stats(x)
+  mean, var = _batch_stats(x)
   y = _normalize(x, scale, bias, mean, var, epsilon)
-  return (y, mean, var), (x, scale, mean, jax.lax.rsqrt(var + epsilon), shift)
+  return (y, mean, var), (x, scale, mean, jax.lax.rsqrt(var + epsilon))
 
 
 def _batch_norm_bwd(epsilon, residuals, cotangents):
   """dx = a * g + b * (x - mean) + c with per-channel a, b, c; zero stats cotangents skipped."""
   del epsilon
-  x, scale, mean, rstd, shift = residuals
+  x, scale, mean, rstd = residuals
   g, g_mean, g_var = cotangents
   axes = tuple(range(x.ndim - 1))
   n = x.size // x.shape[-1]
   if isinstance(g, SymbolicZero):
     g = jnp.zeros_like(x)
-  # sum(g * (x - mean)) from sums of g and g * (x - shift), which one fused reduction reads
-  # together (as the forward's statistics): no x - mean tensor is materialised.
-  d_bias = jnp.sum(g, axes)
-  d_scale = (jnp.sum(g * (x - shift), axes) - (mean - shift) * d_bias) * rstd
+  # sum(g * (x - mean)) from the sums of g and g * x, as the forward's statistics: the
+  # reductions read g and x directly, and no x - mean tensor is materialised. Per-channel
+  # quantities are float32; g and x may be bfloat16.
+  g32, x32 = g.astype(_accumulation_dtype(g)), x.astype(_accumulation_dtype(x))
+  d_bias = jnp.sum(g32, axes)
+  d_scale = (jnp.sum(g32 * x32, axes) - mean * d_bias) * rstd
   a = scale * rstd
   b = -(a * rstd * d_scale) / n
   c = -(a * d_bias) / n
@@ -164,21 +181,29 @@ def _batch_norm_bwd(epsilon, residuals, cotangents):
     b = b + 2.0 * g_var / n
   if not isinstance(g_mean, SymbolicZero):
     c = c + g_mean / n
-  return g * a + (x - mean) * b + c, d_scale, d_bias
+  dx = (g32 * a + (x32 - mean) * b + c).astype(x.dtype)
+  return dx, d_scale.astype(scale.dtype), d_bias.astype(scale.dtype)
 
 
 batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd, symbolic_zeros=True)
 
 
 def _shifted_taps(x: Array, kernel: Array) -> Array:
-  """sum over the 9 taps of shift(x) * kernel[dy, dx]: the depthwise 3x3 correlation, pad 1."""
+  """sum over the 9 taps of shift(x) * kernel[dy, dx]: the depthwise 3x3 correlation, pad 1.
+
+  Accumulated (and returned) in at least float32. The padded input is materialised behind an
+  optimisation barrier: otherwise XLA:CPU fuses the input's producers into each of the nine
+  shifted reads, and through chains of these layers the fusions grew to ~1,000 instructions,
+  recomputed 9x per level, which doubled the training step's compile time and slowed it down.
+  """
   h, w = x.shape[1:3]
-  k = kernel.reshape(3, 3, -1).astype(x.dtype)
+  acc = _accumulation_dtype(x)
+  k = kernel.reshape(3, 3, -1).astype(acc)
   xp = jax.lax.optimization_barrier(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
   out = None
   for dy in range(3):
     for dx in range(3):
-      term = xp[:, dy:dy + h, dx:dx + w, :] * k[dy, dx]
+      term = xp[:, dy:dy + h, dx:dx + w, :].astype(acc) * k[dy, dx]
       out = term if out is None else out + term
   return out
 
@@ -209,7 +234,7 @@ def _depthwise_bwd(residuals, g):
   x, kernel = residuals
   h, w = x.shape[1:3]
   g = jax.lax.optimization_barrier(g)
-  dx = _shifted_taps(g, kernel[::-1, ::-1])
+  dx = _shifted_taps(g, kernel[::-1, ::-1]).astype(x.dtype)
   xp = jax.lax.optimization_barrier(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
   # The nine tap sums as one variadic reduction: one kernel reading x and g once. Nine separate
   # sums made XLA:CPU materialise eight shifted copies of x (shared with the forward pass) and
@@ -226,18 +251,22 @@ depthwise_conv3x3.defvjp(_depthwise_fwd, _depthwise_bwd)
 class Conv(nn.Module):
   """torch Conv2d with symmetric explicit padding (k // 2), HWIO kernel, optional bias.
 
-  ``depthwise=True`` is the groups = C, 3x3, stride-1 case used by the MobileUnits.
+  ``depthwise=True`` is the groups = C, 3x3, stride-1 case used by the MobileUnits. Accumulates
+  in at least float32 and returns the input's dtype, or the accumulation dtype with
+  ``keep_accumulator`` (as ``Linear``).
   """
   features: int
   kernel_size: int = 1
   stride: int = 1
   depthwise: bool = False
   use_bias: bool = False
+  keep_accumulator: bool = False
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     cin = x.shape[-1]
     k = self.kernel_size
+    acc = _accumulation_dtype(x)
     if self.depthwise:
       if k != 3 or self.stride != 1 or self.features != cin:
         raise ValueError(f"depthwise conv supports 3x3, stride 1, C -> C only (got k={k}, "
@@ -250,21 +279,24 @@ class Conv(nn.Module):
       kernel = self.param("kernel", torch_uniform_init(fan_in), (k, k, cin, self.features))
       kernel = kernel.astype(x.dtype)
       if k == 1 and self.stride == 1:
-        y = x @ kernel[0, 0]
+        y = jnp.matmul(x, kernel[0, 0], preferred_element_type=acc)
       else:
         pad = k // 2
         y = jax.lax.conv_general_dilated(
             x, kernel, (self.stride, self.stride), ((pad, pad), (pad, pad)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), preferred_element_type=acc)
     if self.use_bias:
-      y = y + self.param("bias", torch_uniform_init(fan_in), (self.features,)).astype(x.dtype)
-    return y
+      y = y + self.param("bias", torch_uniform_init(fan_in), (self.features,)).astype(acc)
+    return y if self.keep_accumulator else y.astype(x.dtype)
 
 
 class ConvBN(nn.Module):
   """The official ``conv_layer``: Conv, then optional BatchNorm, then optional ReLU.
 
-  Children ``conv`` and ``bn`` are torch's ``<p>.0`` and ``<p>.1``.
+  Children ``conv`` and ``bn`` are torch's ``<p>.0`` and ``<p>.1``. Under bfloat16 activations
+  the BatchNorm reads the convolution's float32 accumulator, not its bfloat16 rounding: train-mode
+  normalisation divides by the batch spread, which magnifies a 0.4 % rounding of values whose
+  mean is large against that spread, and through ~100 layers the errors grew to ~30 %.
   """
   features: int
   kernel_size: int = 1
@@ -276,19 +308,20 @@ class ConvBN(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
-    x = Conv(self.features, self.kernel_size, self.stride, self.depthwise, self.use_bias,
-             name="conv")(x)
+    y = Conv(self.features, self.kernel_size, self.stride, self.depthwise, self.use_bias,
+             keep_accumulator=self.use_bn, name="conv")(x)
     if self.use_bn:
-      x = BatchNorm(name="bn")(x, train)
+      y = BatchNorm(name="bn")(y, train)
     if self.relu:
-      x = nn.relu(x)
-    return x
+      y = nn.relu(y)
+    return y.astype(x.dtype)
 
 
 class LinBN(nn.Module):
   """The official ``linear_layer``: bias-free Linear, optional BatchNorm1d, optional Hardtanh[0, 4].
 
-  Children ``linear`` and ``bn`` are torch's ``<p>.0`` and ``<p>.1``.
+  Children ``linear`` and ``bn`` are torch's ``<p>.0`` and ``<p>.1``; mixed precision as
+  ``ConvBN``.
   """
   features: int
   use_bn: bool = True
@@ -296,12 +329,12 @@ class LinBN(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
-    x = Linear(self.features, use_bias=False, name="linear")(x)
+    y = Linear(self.features, use_bias=False, keep_accumulator=self.use_bn, name="linear")(x)
     if self.use_bn:
-      x = BatchNorm(name="bn")(x, train)
+      y = BatchNorm(name="bn")(y, train)
     if self.hardtanh:
-      x = jnp.clip(x, 0.0, 4.0)  # torch.nn.Hardtanh(0, 4), not a ReLU
-    return x
+      y = jnp.clip(y, 0.0, 4.0)  # torch.nn.Hardtanh(0, 4), not a ReLU
+    return y.astype(x.dtype)
 
 
 class MobileUnit(nn.Module):

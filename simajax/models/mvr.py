@@ -42,7 +42,7 @@ from simajax.models.lifting import Lifting
 from simajax.models.orientation import RotationRegressor
 from simajax.models.spiral import SpiralDecoder
 from simajax.models.svr import (HandNetFields, build_svr, hand_net_fields, rotate_about_wrist,
-                                 to_tokens)
+                                 to_compute_dtype, to_float32, to_tokens)
 
 Array = jax.Array
 
@@ -92,6 +92,7 @@ class MVRHand(HandNetFields):
       raise ValueError(f"MVRHand expects view_valid [B, V] = {images.shape[:2]}, "
                        f"got {view_valid.shape}")
     b = images.shape[0]
+    images = to_compute_dtype(self, images)
     valid = view_valid.astype(bool)
     images = jnp.where(valid[:, :, None, None, None], images, jnp.zeros((), images.dtype))
 
@@ -138,6 +139,7 @@ class MVRHand(HandNetFields):
                                  pre_channels=tuple(self.rot_pre_channels),
                                  fc_channels=tuple(self.rot_fc_channels), use_ofe=False,
                                  name="rot_reg")(None, tokens, train)
+    rot6d, verts, joints = to_float32((rot6d, verts, joints))
     rot_mat = per_view(geometry.rot6d_to_matrix(rot6d))
     mids.update({"fused_image_feature_f_i": f_i_fused, "orientation_feature_f_o": per_view(f_o),
                  "fused_joint_feature_f_j": f_j_fused,
@@ -153,7 +155,7 @@ class MVRHand(HandNetFields):
         "verts3d_w_gr": per_view(verts_w_gr), "joints3d_w_gr": per_view(joints_w_gr),
         "joints_img": per_view(feats.uv), "glob_rot6d": per_view(rot6d), "glob_rot_mat": rot_mat,
     }
-    return outputs, mids
+    return to_float32(outputs), to_float32(mids)
 
 
 def init_mvr_variables(model: MVRHand, seed: int = 0) -> dict:

@@ -85,6 +85,26 @@ class HandNetFields(nn.Module):
   decoder_channels: Sequence[int] = (32, 64, 128, 256)
   spiral_impl: str = "plain"
   train_joint_regressor: bool = True
+  compute_dtype: str = "float32"
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def to_compute_dtype(model: HandNetFields, images: Array) -> Array:
+  """The images in the model's activation dtype (parameters stay float32 and are cast per layer).
+
+  With 'float32' the images pass as given, so a float64 input (the parity tests) stays float64.
+  """
+  return images if model.compute_dtype == "float32" else images.astype(model.compute_dtype)
+
+
+def to_float32(tree):
+  """Every floating array of ``tree`` in at least float32: outputs and features leave the model
+  so, and losses, metrics and distillation never run in bfloat16."""
+  return jax.tree.map(
+      lambda a: (a.astype(jnp.promote_types(a.dtype, jnp.float32))
+                 if jnp.issubdtype(a.dtype, jnp.floating) else a), tree)
 
 
 def hand_net_fields(model: HandNetFields) -> dict[str, Any]:
@@ -120,6 +140,7 @@ class SVRHand(HandNetFields):
     s = self.input_size
     if images.ndim != 4 or images.shape[1:] != (s, s, 3):
       raise ValueError(f"SVRHand expects images [B, {s}, {s}, 3] (NHWC RGB), got {images.shape}")
+    images = to_compute_dtype(self, images)
     num_joints = self.joint_regressor.shape[0]
     feats, mids = backbone_lib.Backbone(
         self.stem_channels, self.pre_channels, self.base_channels, self.hourglass_out,
@@ -157,6 +178,8 @@ class SVRHand(HandNetFields):
         tuple(self.rot_conv_channels), tuple(self.rot_pre_channels), tuple(self.rot_fc_channels),
         use_ofe=self.use_ofe, name="rot_reg")(f_j_tokens, to_tokens(f_o), train)
     mids.update(rot_mids)
+    # The rotation and the rotated mesh in float32 (Gram-Schmidt and the composition are cheap).
+    rot6d, verts, joints = to_float32((rot6d, verts, joints))
     rot_mat = geometry.rot6d_to_matrix(rot6d)
 
     verts_w_gr, joints_w_gr = rotate_about_wrist(verts, joints, rot_mat)
@@ -165,7 +188,7 @@ class SVRHand(HandNetFields):
         "verts3d_w_gr": verts_w_gr, "joints3d_w_gr": joints_w_gr,
         "joints_img": feats.uv, "glob_rot6d": rot6d, "glob_rot_mat": rot_mat,
     }
-    return outputs, mids
+    return to_float32(outputs), to_float32(mids)
 
 
 def init_variables(model: SVRHand, seed: int = 0) -> dict:
@@ -225,6 +248,9 @@ def build_svr(model_config: ml_collections.ConfigDict, topology: MeshTopology) -
   if topology.joint_regressor is None:
     raise ValueError("the mesh topology has no joint_regressor; SVRHand needs it to initialise "
                      "mano_joint_reg (use a topology file with a 'joint_regressor' array)")
+  if c.get("compute_dtype", "float32") not in COMPUTE_DTYPES:
+    raise ValueError(f"model.compute_dtype must be one of {COMPUTE_DTYPES}, "
+                     f"got {c.compute_dtype!r}")
   if c.spiral_impl not in SPIRAL_IMPLS:
     raise ValueError(f"model.spiral_impl must be one of {SPIRAL_IMPLS}, got {c.spiral_impl!r}")
   if c.input_size % 32:
@@ -251,4 +277,5 @@ def build_svr(model_config: ml_collections.ConfigDict, topology: MeshTopology) -
       rot_pre_channels=tuple(int(x) for x in c.rot_pre_channels),
       rot_fc_channels=tuple(int(x) for x in c.rot_fc_channels),
       use_ofe=bool(c.get("use_ofe", True)),
-      train_joint_regressor=bool(c.get("train_joint_regressor", True)))
+      train_joint_regressor=bool(c.get("train_joint_regressor", True)),
+      compute_dtype=str(c.get("compute_dtype", "float32")))
