@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
+from simajax.models import formulation
+
 Array = jax.Array
 
 
@@ -231,7 +233,10 @@ class Conv(nn.Module):
                          f"stride={self.stride}, {cin} -> {self.features})")
       fan_in = 9
       kernel = self.param("kernel", torch_uniform_init(fan_in), (3, 3, 1, cin))
-      y = depthwise_conv3x3(x, kernel)
+      # simajax.export traces the converter-friendly grouped form (models/formulation.py).
+      depthwise = (formulation.depthwise_conv3x3_grouped if formulation.exporting()
+                   else depthwise_conv3x3)
+      y = depthwise(x, kernel)
     else:
       fan_in = cin * k * k
       kernel = self.param("kernel", torch_uniform_init(fan_in), (k, k, cin, self.features))
