@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import logging
 import os
 import pathlib
@@ -46,13 +45,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from simajax import checkpoint_io, convert
+from simajax.extras import require
 from simajax.models import OUTPUT_KEYS
 from simajax.models import formulation
 
 FORMATS = ("onnx", "stablehlo", "torch")
 DYNAMIC = "dynamic"
 INPUT_NAME = "images"
-EXTRA_HINT = "pip install 'simajax[export]'"
 Batch = Union[int, str]
 
 
@@ -153,14 +152,6 @@ def load_stablehlo(path: Union[str, os.PathLike]) -> StableHLOModel:
   return StableHLOModel(exported, str(path))
 
 
-def require(module: str, feature: str, hint: str = EXTRA_HINT):
-  """Imports an optional dependency, or raises ImportError with one line naming the extra."""
-  try:
-    return importlib.import_module(module)
-  except ImportError as e:
-    raise ImportError(f"{feature} needs the optional package {module!r}: {hint}") from e
-
-
 @contextlib.contextmanager
 def _quiet_converter() -> Iterator[None]:
   """Silences jax2onnx's and onnx_ir's warnings while converting.
@@ -189,8 +180,8 @@ def export_onnx(loaded: checkpoint_io.LoadedModel, path: Union[str, os.PathLike]
     ImportError: without the ``[export]`` extra (one line).
   """
   with _quiet_converter():
-    jax2onnx = require("jax2onnx", "ONNX export")
-    onnx = require("onnx", "ONNX export")
+    jax2onnx = require("jax2onnx", "ONNX export", "export")
+    onnx = require("onnx", "ONNX export", "export")
     infer = inference_function(loaded)
 
     def infer_tuple(images):  # outputs in OUTPUT_KEYS order, named below
@@ -208,7 +199,7 @@ class ONNXModel:
   """An onnxruntime session of a ``--format onnx`` file: ``model(images)`` -> {OUTPUT_KEYS: ...}."""
 
   def __init__(self, path: Union[str, os.PathLike], threads: Optional[int] = None):
-    ort = require("onnxruntime", "running an ONNX export")
+    ort = require("onnxruntime", "running an ONNX export", "export")
     options = ort.SessionOptions()
     if threads:
       options.intra_op_num_threads = threads
@@ -280,7 +271,7 @@ def write_state_dict(path: Union[str, os.PathLike], state_dict: Mapping[str, np.
     raise ValueError(f"--out {path}: a torch state_dict is written as .pth (needs torch) or "
                      f".npz (same keys), not {path.suffix!r}")
   torch = require("torch", f"writing {path}",
-                  "pip install torch, or write .npz (same keys) instead")
+                  hint="pip install torch, or write .npz (same keys) instead")
   torch.save({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}, path)
 
 

