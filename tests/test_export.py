@@ -52,24 +52,36 @@ def live_outputs(tiny_ckpt, images):
   return predict.Predictor(loaded, batch_size=4)(images)
 
 
-def test_export_formulation_traces_one_grouped_conv_with_the_same_values():
+def test_export_formulation_is_the_same_function_in_converter_friendly_ops():
   rng = np.random.default_rng(0)
   x = rng.normal(size=(2, 6, 7, 5)).astype(np.float32)
   kernel = rng.normal(size=(3, 3, 1, 5)).astype(np.float32)
+  kernel1 = rng.normal(size=(1, 1, 5, 4)).astype(np.float32)
+  dense = rng.normal(size=(5, 3)).astype(np.float32)
   np.testing.assert_allclose(formulation.depthwise_conv3x3_grouped(x, kernel),
                              layers.depthwise_conv3x3(x, kernel), rtol=1e-5, atol=1e-5)
-  conv = layers.Conv(5, 3, depthwise=True)
-  variables = {"params": {"kernel": kernel}}
+  np.testing.assert_allclose(formulation.conv1x1(x, kernel1), x @ kernel1[0, 0], rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_allclose(formulation.matmul_2d(x, dense), x @ dense, rtol=1e-5, atol=1e-5)
 
-  def grouped_convs():
-    jaxpr = jax.make_jaxpr(lambda v, y: conv.apply(v, y))(variables, x)
-    return [e.params["feature_group_count"] for e in jaxpr.jaxpr.eqns
-            if e.primitive.name == "conv_general_dilated"]
+  def primitives(module, params):
+    jaxpr = jax.make_jaxpr(lambda v, y: module.apply(v, y))({"params": params}, x)
+    return [(e.primitive.name, e.params.get("feature_group_count"), e.invars[0].aval.ndim)
+            for e in jaxpr.jaxpr.eqns if e.primitive.name in ("conv_general_dilated",
+                                                                "dot_general")]
 
-  assert grouped_convs() == []  # the default form: shifted multiply-adds
+  depthwise = (layers.Conv(5, 3, depthwise=True), {"kernel": kernel})
+  pointwise = (layers.Conv(4, 1), {"kernel": kernel1})
+  linear = (layers.Linear(3, use_bias=False), {"kernel": dense})
+  # The default forms: shifted multiply-adds (no conv), matmuls on the 4D map.
+  assert primitives(*depthwise) == []
+  assert primitives(*pointwise) == [("dot_general", None, 4)]
+  assert primitives(*linear) == [("dot_general", None, 4)]
   with formulation.export_formulation():
     assert formulation.exporting()
-    assert grouped_convs() == [5]
+    assert primitives(*depthwise) == [("conv_general_dilated", 5, 4)]
+    assert primitives(*pointwise) == [("conv_general_dilated", 1, 4)]
+    assert primitives(*linear) == [("dot_general", None, 2)]
   assert not formulation.exporting()
 
 

@@ -53,7 +53,10 @@ class Linear(nn.Module):
   def __call__(self, x: Array) -> Array:
     fan_in = x.shape[-1]
     kernel = self.param("kernel", torch_uniform_init(fan_in), (fan_in, self.features))
-    y = x @ kernel.astype(x.dtype)
+    if formulation.exporting() and x.ndim > 2:  # a 2D product converts to Gemm, not Einsum
+      y = formulation.matmul_2d(x, kernel.astype(x.dtype))
+    else:
+      y = x @ kernel.astype(x.dtype)
     if self.use_bias:
       y = y + self.param("bias", torch_uniform_init(fan_in), (self.features,)).astype(x.dtype)
     return y
@@ -242,7 +245,8 @@ class Conv(nn.Module):
       kernel = self.param("kernel", torch_uniform_init(fan_in), (k, k, cin, self.features))
       kernel = kernel.astype(x.dtype)
       if k == 1 and self.stride == 1:
-        y = x @ kernel[0, 0]
+        # The export form is one ONNX Conv; the matmul converts to a slow Einsum.
+        y = formulation.conv1x1(x, kernel) if formulation.exporting() else x @ kernel[0, 0]
       else:
         pad = k // 2
         y = jax.lax.conv_general_dilated(
