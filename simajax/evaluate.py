@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from simajax import metrics as metrics_lib
+from simajax import runtime
 
 NUM_JOINTS = 21
 NUM_VERTS = 778
@@ -406,6 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   """Runs the CLI; returns the exit status (0 ok, 2 bad input)."""
   parser = build_parser()
   args = parser.parse_args(argv)
+  runtime.configure_process()
   if args.checkpoint:
     if args.pred_npz or args.gt_npz:
       parser.error("give either --checkpoint or --pred-npz/--gt-npz, not both")

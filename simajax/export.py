@@ -278,7 +278,7 @@ def write_state_dict(path: Union[str, os.PathLike], state_dict: Mapping[str, np.
 def main(argv: list[str] | None = None) -> None:
   """CLI entry point (see the module docstring)."""
   # Imported here: predict pulls in the photo and render code, which the library API needs not.
-  from simajax import predict  # pylint: disable=import-outside-toplevel
+  from simajax import predict, runtime  # pylint: disable=import-outside-toplevel
 
   parser = argparse.ArgumentParser(prog="python -m simajax.export", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -290,6 +290,7 @@ def main(argv: list[str] | None = None) -> None:
                                       "stablehlo only)")
   parser.add_argument("--step", type=int, help="checkpoint step of a training run dir")
   args = parser.parse_args(argv)
+  runtime.configure_process()
   if args.format == "torch" and args.batch is not None:
     parser.error("--batch applies to --format onnx and stablehlo, not to a state_dict")
   out = pathlib.Path(args.out)

@@ -70,7 +70,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from simajax import checkpoint_io, config_lib, model_setup, photo
+from simajax import checkpoint_io, config_lib, model_setup, photo, runtime
 from simajax.convert import resolve_model_config
 from simajax.mesh import MeshTopology
 from simajax.models import OUTPUT_KEYS, build_svr
@@ -351,6 +351,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--batch-size", type=int,
                       help="model batch (default 32; 8 for a video, 1 for a webcam)")
   args = parser.parse_args(argv)
+  runtime.configure_process()
   streaming = args.video is not None or args.webcam is not None
   if args.images_npz is not None and not args.out:
     parser.error("--images-npz needs --out")

@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from simajax import config_lib, evaluate, input_pipeline, model_setup, train
+from simajax import config_lib, evaluate, input_pipeline, model_setup, runtime, train
 from simajax.training import checkpointing, evaluation
 
 DATASET = "synthetic_hands/small"
@@ -174,6 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                       help="SVR training steps (0: the config's 12 epochs)")
   parser.add_argument("--examples", type=int, default=4, help="example meshes/overlays to write")
   args = parser.parse_args(argv)
+  runtime.configure_process()
   logging.basicConfig(level=logging.WARNING)
   run(args.workdir, args.data_dir, variant=args.variant, mvr_steps=args.mvr_steps,
       svr_steps=args.svr_steps, examples=args.examples)

@@ -29,7 +29,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from simajax import config_lib, input_pipeline, losses, model_setup
+from simajax import config_lib, input_pipeline, losses, model_setup, runtime
 from simajax.training import checkpointing, evaluation, logs, optim, sharding, steps
 
 FLAGS = flags.FLAGS
@@ -110,6 +110,19 @@ def write_run_files(workdir: str, config: ml_collections.ConfigDict, topology) -
   with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
     f.write(config.to_json(indent=2) + "\n")
   topology.save(os.path.join(workdir, TOPOLOGY_FILE))
+
+
+def check_finite(window: list[tuple[int, tuple[Any, Any]]]) -> None:
+  """Raises at the first step of ``window`` [(step, (loss, gradient norm))] with a non-finite value.
+
+  Raises:
+    FloatingPointError: naming that step and the window of steps checked together.
+  """
+  for step, (loss, grad_norm) in window:
+    if not (np.isfinite(loss) and np.isfinite(grad_norm)):
+      raise FloatingPointError(
+          f"non-finite training loss ({float(loss)}) or gradient norm ({float(grad_norm)}) at "
+          f"step {step} (steps {window[0][0]}-{window[-1][0]} were checked together)")
 
 
 class _Preemption:
@@ -238,27 +251,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     return result
 
   # ---------------------------------------------------------------- loop
+  # Steps are dispatched asynchronously and the host never waits for one, except on the steps
+  # that log, evaluate or checkpoint: there the losses of the steps since the last such step are
+  # fetched together and checked (big_vision's train.py does the same), so a non-finite value
+  # is reported with its step and never checkpointed. Batches are transferred two steps ahead.
   preemption = _Preemption()
   first_step = int(state["step"])
+  data_start = train_iter.get_state()  # the position of batch first_step + 1
+  batches = sharding.prefetch_to_mesh(train_iter, mesh)
   progress = logs.Progress(first_step, total_steps)
   result: dict[str, Any] = {}
+  unchecked: list[tuple[int, Any]] = []  # (step, device scalars) since the last sync
   log.info("training %s for %d steps (%d per epoch), global batch %d images on %d devices",
            stage, total_steps, steps_per_epoch, config.batch_size, mesh.size)
   for step in range(first_step + 1, total_steps + 1):
-    batch = sharding.global_batch(next(train_iter), mesh)
-    state, step_metrics = train_step(state, batch, teacher_variables)
-    loss, grad_norm = float(step_metrics["loss"]), float(step_metrics["l2_grads"])
-    if not (np.isfinite(loss) and np.isfinite(grad_norm)):
-      raise FloatingPointError(f"non-finite training loss ({loss}) or gradient norm "
-                               f"({grad_norm}) at step {step}")
+    state, step_metrics = train_step(state, next(batches), teacher_variables)
+    unchecked.append((step, (step_metrics["loss"], step_metrics["l2_grads"])))
     if step == first_step + 1:
       progress.start(step)
-    if step % config.log_every_steps == 0 or step == total_steps:
+    log_now = step % config.log_every_steps == 0 or step == total_steps
+    eval_now = step % config.eval_every_steps == 0 or step == total_steps
+    save_now = eval_now or step % config.checkpoint.every_steps == 0 or preemption.requested
+    if not (log_now or save_now):
+      continue
+    check_finite(jax.device_get(unchecked))
+    unchecked = []
+    if log_now:
       host_metrics = jax.tree.map(float, step_metrics)
       writer.write(step, {f"train/{k}": v for k, v in host_metrics.items()})
       if jax.process_index() == 0:
-        print(progress.line(step, {"loss": loss}), flush=True)
-    eval_now = step % config.eval_every_steps == 0 or step == total_steps
+        print(progress.line(step, {"loss": host_metrics["loss"]}), flush=True)
     metrics_for_ckpt = None
     if eval_now:
       result = run_eval(step)
@@ -268,8 +290,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         print(f"eval step {step}: " + ", ".join(
             f"{k} {overall[k]:.4g}" for k in ("jpe", "vpe", "pa_jpe", "pa_vpe")
             if overall.get(k) is not None), flush=True)
-    if (eval_now or step % config.checkpoint.every_steps == 0 or preemption.requested):
-      ckpt.save(step, state, train_iter.get_state(), metrics=metrics_for_ckpt)
+    if save_now:
+      data_position = dict(data_start, step=data_start["step"] + step - first_step)
+      ckpt.save(step, state, data_position, metrics=metrics_for_ckpt)
     if preemption.requested:
       log.warning("SIGTERM received: saved step %d, exiting", step)
       break
@@ -280,6 +303,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 def main(argv):
   del argv
+  runtime.configure_process()
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

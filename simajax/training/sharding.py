@@ -8,7 +8,9 @@ moments are split along their largest divisible dimension; everything else is re
 
 from __future__ import annotations
 
-from typing import Any
+import collections
+import itertools
+from typing import Any, Iterator
 
 import jax
 import numpy as np
@@ -76,3 +78,22 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
   sharding = batch_sharding(mesh)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+
+
+def prefetch_to_mesh(batches: Iterator[dict[str, np.ndarray]], mesh: Mesh,
+                     size: int = 2) -> Iterator[dict[str, jax.Array]]:
+  """Yields ``global_batch(b, mesh)`` for each host batch, ``size`` batches ahead.
+
+  The trainer dispatches steps asynchronously; with the next batches already transferred, a
+  step never waits for a host-to-device copy (big_vision's and flax's ``prefetch_to_device``).
+  """
+  queue = collections.deque()
+
+  def enqueue(n):
+    for batch in itertools.islice(batches, n):
+      queue.append(global_batch(batch, mesh))
+
+  enqueue(size)
+  while queue:
+    yield queue.popleft()
+    enqueue(1)
