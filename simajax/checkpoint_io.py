@@ -5,6 +5,9 @@ A checkpoint directory is self-contained, so inference needs nothing else:
   CKPT_DIR/variables/           orbax StandardCheckpointer of {'params': ..., 'batch_stats': ...}
   CKPT_DIR/model_config.json    the model ConfigDict (``svr_config`` fields)
   CKPT_DIR/topology.npz         the mesh topology (``MeshTopology.save`` format)
+  CKPT_DIR/torch_extras.npz     optional, written by ``simajax.convert``: the official
+                                state_dict entries simajax does not keep, for
+                                ``simajax.export --format torch``
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ Keys of the official file that are deliberately not imported (``SKIPPED_KEY_PATT
 ``num_batches_tracked`` counters (no effect with momentum 0.1), the nine ``mano_layer.*`` buffers
 (the forward never reads them) and ``backbone.dense_stack1.senet3.*`` (an SE block the official
 forward never calls; simajax does not create it). Anything else unknown, missing or mis-shaped is
-reported in one ValueError.
+reported in one ValueError. The CLI keeps those skipped entries, and the file's key order, in
+``CKPT_DIR/torch_extras.npz`` (``save_torch_extras``), so that ``simajax.export --format torch``
+gives the imported state_dict back bit for bit.
 
 CLI:
   python -m simajax.convert --torch-state-dict FILE.{pth,npz} --config official
@@ -53,6 +55,8 @@ _LEAF_NAMES = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "r
                "var": "running_var"}
 _MAPPINGS = ("shared_encoding_mapping", "j_latent_mapping")
 BACKBONE_PREFIX = "backbone."
+TORCH_EXTRAS_FILE = "torch_extras.npz"
+_KEY_ORDER = "__key_order__"  # not a torch key (torch keys are dotted module paths)
 
 
 def is_skipped_key(key: str) -> bool:
@@ -301,6 +305,28 @@ def convert(state_dict: Mapping[str, np.ndarray], model_config: ml_collections.C
   return variables
 
 
+def save_torch_extras(ckpt_dir: str | pathlib.Path, state_dict: Mapping[str, Any]) -> None:
+  """Writes the skipped entries of an imported state_dict, and its key order, into ``ckpt_dir``.
+
+  They are what ``simajax.export --format torch`` needs besides the variables to give the file
+  back as it was (``read_torch_extras``).
+  """
+  skipped = {k: np.asarray(v) for k, v in state_dict.items() if is_skipped_key(k)}
+  np.savez(pathlib.Path(ckpt_dir) / TORCH_EXTRAS_FILE, **skipped,
+           **{_KEY_ORDER: np.array(list(state_dict), dtype=str)})
+
+
+def read_torch_extras(ckpt_dir: str | pathlib.Path
+                      ) -> tuple[dict[str, np.ndarray], list[str]] | None:
+  """(skipped entries, key order) saved by ``save_torch_extras``, or None when there are none."""
+  path = pathlib.Path(ckpt_dir) / TORCH_EXTRAS_FILE
+  if not path.is_file():
+    return None
+  with np.load(path, allow_pickle=False) as data:
+    entries = {k: data[k] for k in data.files if k != _KEY_ORDER}
+    return entries, [str(k) for k in data[_KEY_ORDER]]
+
+
 def main(argv: list[str] | None = None) -> None:
   """CLI entry point (see the module docstring)."""
   parser = argparse.ArgumentParser(prog="python -m simajax.convert", description=__doc__,
@@ -327,6 +353,8 @@ def main(argv: list[str] | None = None) -> None:
     variables = convert(state_dict, model_config, topology, backbone_only=args.backbone_only,
                         seed=args.seed, source=args.torch_state_dict)
     checkpoint_io.save_checkpoint(args.out, variables, model_config, topology)
+    if not args.backbone_only:
+      save_torch_extras(args.out, state_dict)
   except (ValueError, ImportError, FileNotFoundError, FileExistsError) as e:
     print(f"error: {e}", file=sys.stderr)
     raise SystemExit(2) from e

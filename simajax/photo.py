@@ -329,6 +329,15 @@ def mirror_outputs(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   return mirrored
 
 
+def outputs_for_sides(raw: Mapping[str, np.ndarray], left: np.ndarray) -> dict[str, np.ndarray]:
+  """Batched SVR outputs of crops, mirrored back (``mirror_outputs``) where ``left`` [B] is set,
+  i.e. where the crop was taken from the flipped photo of a left hand."""
+  left = np.asarray(left, bool)
+  mirrored = mirror_outputs(raw)
+  return {k: np.where(left.reshape((-1,) + (1,) * (np.ndim(raw[k]) - 1)), mirrored[k], raw[k])
+          for k in raw}
+
+
 def joints_to_photo(joints_img: np.ndarray, photo_crop: PhotoCrop, out_size: int) -> np.ndarray:
   """[J, 2] crop-unit joints (after ``mirror_outputs`` for a left hand) -> photo pixels."""
   affine3 = np.vstack([photo_crop.affine, [0.0, 0.0, 1.0]])

@@ -6,6 +6,9 @@ CLI:
   python -m simajax.predict --checkpoint CKPT --images PHOTO_OR_DIR [...] --out-dir DIR
       [--box X0 Y0 X1 Y1 | --boxes-json BOXES.json] [--box-expansion 1.5] [--left]
       [--no-overlay] [--step N] [--config CONFIG] [--batch-size N]
+  python -m simajax.predict --checkpoint CKPT (--video IN.mp4 | --webcam 0) --out-dir DIR
+      [--box X0 Y0 X1 Y1 [--left]] [--max-hands 2] [--smooth] [--meshes] [--no-overlay]
+      [--max-frames N] [--no-progress] [--box-expansion 1.5] [--batch-size N] [...]
 
 CKPT is either an export directory written by ``simajax.convert`` (``variables/``,
 ``model_config.json``, ``topology.npz``) or a training run directory (a trainer ``--workdir``:
@@ -41,7 +44,17 @@ hand. DIR receives, per photo ``<name>`` (its file stem):
                            metre, t [2] pixels; NaN or s <= 0: no fit, no mesh drawn), photo_sizes
                            [B, 2] (width, height), left [B], names [B], files [B].
 
-The library entry points are ``Predictor``, ``load_model`` and ``predict_photos``.
+Videos and cameras (optional extra ``[demo]``: ``pip install 'simajax[demo]'``) are read frame by
+frame; without ``--box`` the MediaPipe hand landmarker finds every hand (up to ``--max-hands``)
+and its side, a left hand is flipped into the model and mirrored back, and the crops of several
+frames share each model batch. DIR receives overlay.mp4, predictions.npz (per frame and per hand:
+box, side, 2D joints in frame pixels, root-relative 3D joints and vertices, rotation; frames
+without a hand are kept, with zero hands) and, with ``--meshes``, meshes/; ``--smooth`` applies a
+One-Euro filter over time. Layout in ``simajax.video``. ``--webcam`` runs until Ctrl-C or
+``--max-frames``.
+
+The library entry points are ``Predictor``, ``load_model``, ``predict_photos`` and
+``simajax.video.predict_video``.
 """
 
 from __future__ import annotations
@@ -261,9 +274,7 @@ def predict_photos(predictor: Predictor, specs: Sequence[photo.PhotoSpec],
                             source=str(spec.path)) for spec in specs]
   raw = predictor(np.stack([c.image for c in crops]), "photo crops")
   left = np.array([spec.left for spec in specs])
-  mirrored = photo.mirror_outputs(raw)
-  outputs = {k: np.where(left.reshape((-1,) + (1,) * (raw[k].ndim - 1)), mirrored[k], raw[k])
-             for k in OUTPUT_KEYS}
+  outputs = photo.outputs_for_sides(raw, left)
   joints_photo = np.stack([photo.joints_to_photo(outputs["joints_img"][i], c, size)
                            for i, c in enumerate(crops)])
   faces = np.asarray(topology.faces[0], np.int64)
@@ -314,8 +325,10 @@ def main(argv: list[str] | None = None) -> None:
   inputs = parser.add_mutually_exclusive_group(required=True)
   inputs.add_argument("--images-npz", help="npz with images [B, S, S, 3]")
   inputs.add_argument("--images", nargs="+", help="JPEG/PNG photos and/or directories of them")
+  inputs.add_argument("--video", help="a video file (needs the [demo] extra)")
+  inputs.add_argument("--webcam", help="a camera index (or device name) (needs the [demo] extra)")
   parser.add_argument("--out", help="output .npz (with --images-npz)")
-  parser.add_argument("--out-dir", help="output directory (with --images)")
+  parser.add_argument("--out-dir", help="output directory (with --images, --video, --webcam)")
   boxes = parser.add_mutually_exclusive_group()
   boxes.add_argument("--box", nargs=4, type=float, metavar=("X0", "Y0", "X1", "Y1"),
                      help="hand box in photo pixels, for every photo")
@@ -323,31 +336,60 @@ def main(argv: list[str] | None = None) -> None:
                                           '{"box": [...], "left": true}}')
   parser.add_argument("--box-expansion", type=float, default=photo.BBOX_EXPANSION,
                       help="growth of a box about its centre (official 1.5; 1 keeps the box)")
-  parser.add_argument("--left", action="store_true", help="the photos show left hands")
-  parser.add_argument("--no-overlay", action="store_true", help="skip the overlay pictures")
+  parser.add_argument("--left", action="store_true",
+                      help="the photos (or the --box hand of a video) show left hands")
+  parser.add_argument("--no-overlay", action="store_true",
+                      help="skip the overlay pictures (overlay.mp4 for a video)")
+  parser.add_argument("--max-hands", type=int, default=2, help="video: hands per frame at most")
+  parser.add_argument("--smooth", action="store_true",
+                      help="video: One-Euro smoothing of joints and vertices over time")
+  parser.add_argument("--meshes", action="store_true", help="video: also write per-frame meshes")
+  parser.add_argument("--max-frames", type=int, help="video: stop after N frames")
+  parser.add_argument("--no-progress", action="store_true", help="video: no progress bar")
   parser.add_argument("--config", help="override the checkpoint's model config (a variant "
                                        "name or a config file with get_config().model)")
-  parser.add_argument("--batch-size", type=int, default=32)
+  parser.add_argument("--batch-size", type=int,
+                      help="model batch (default 32; 8 for a video, 1 for a webcam)")
   args = parser.parse_args(argv)
   runtime.configure_process()
+  streaming = args.video is not None or args.webcam is not None
   if args.images_npz is not None and not args.out:
     parser.error("--images-npz needs --out")
-  if args.images is not None and not args.out_dir:
-    parser.error("--images needs --out-dir")
+  if (args.images is not None or streaming) and not args.out_dir:
+    parser.error(f"{'--images' if args.images is not None else '--video/--webcam'} needs "
+                 "--out-dir")
   photo_only = {"--out-dir": args.out_dir, "--box": args.box, "--boxes-json": args.boxes_json,
                 "--left": args.left or None, "--no-overlay": args.no_overlay or None}
   if args.images_npz is not None and any(v is not None for v in photo_only.values()):
     parser.error(f"{[k for k, v in photo_only.items() if v is not None]} apply to --images only")
+  video_only = {"--smooth": args.smooth, "--meshes": args.meshes,
+                "--max-frames": args.max_frames is not None, "--no-progress": args.no_progress}
+  if not streaming and any(video_only.values()):
+    parser.error(f"{[k for k, v in video_only.items() if v]} apply to --video/--webcam only")
+  if streaming and args.left and args.box is None:
+    parser.error("--left goes with --box for a video; without a box the detector tells each "
+                 "hand's side")
+  if streaming and args.boxes_json:
+    parser.error("--boxes-json names photos; give a video one --box, or let the detector find "
+                 "the hands")
   if args.box_expansion <= 0:
     parser.error(f"--box-expansion must be positive, got {args.box_expansion}")
+  for flag, value in (("--max-hands", args.max_hands), ("--max-frames", args.max_frames),
+                      ("--batch-size", args.batch_size)):
+    if value is not None and value < 1:
+      parser.error(f"{flag} must be positive, got {value}")
   try:
     model_config = resolve_model_config(args.config) if args.config else None
+    if streaming:
+      _predict_stream(args, model_config)
+      return
+    batch_size = args.batch_size or 32
     if args.images is not None:
       specs = photo.photo_specs(args.images, box=args.box, boxes_json=args.boxes_json,
                                 left=args.left)
       loaded, description = load_model(args.checkpoint, args.step, model_config)
       print(f"model: {description}")
-      predictor = Predictor(loaded, min(args.batch_size, len(specs)))
+      predictor = Predictor(loaded, min(batch_size, len(specs)))
       predict_photos(predictor, specs, args.out_dir, loaded.topology,
                      expansion=args.box_expansion, overlays=not args.no_overlay)
       print(f"wrote {len(specs)} predictions to {args.out_dir} (predictions.npz, meshes"
@@ -355,14 +397,40 @@ def main(argv: list[str] | None = None) -> None:
       return
     images = read_images(args.images_npz)
     loaded, description = load_model(args.checkpoint, args.step, model_config)
-    predictor = Predictor(loaded, args.batch_size)
+    predictor = Predictor(loaded, batch_size)
     outputs = predictor(images, f"{args.images_npz}: images")
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, FileNotFoundError, ImportError) as e:
     print(f"error: {e}", file=sys.stderr)
     raise SystemExit(2) from e
   np.savez(args.out, **outputs)
   print(f"wrote {args.out}: {images.shape[0]} predictions ({', '.join(OUTPUT_KEYS)}) from "
         f"{description}")
+
+
+def _predict_stream(args, model_config) -> None:
+  """``--video`` / ``--webcam``: the source and the detector are opened before the model loads,
+  so a bad file or a missing extra fails fast."""
+  from simajax import hand_detector, video  # pylint: disable=import-outside-toplevel
+  box = None if args.box is None else photo.parse_box(args.box, "--box")
+  source = (video.VideoFileSource(args.video) if args.video is not None
+            else video.WebcamSource(args.webcam))
+  try:
+    detector = (hand_detector.FixedBox(box, args.left) if box is not None
+                else hand_detector.MediaPipeHandDetector(max_hands=args.max_hands))
+    loaded, description = load_model(args.checkpoint, args.step, model_config)
+  except BaseException:
+    source.close()
+    raise
+  print(f"model: {description}")
+  batch_size = args.batch_size or (8 if args.video is not None else 1)
+  try:
+    video.predict_video(Predictor(loaded, batch_size), source, args.out_dir, loaded.topology,
+                        detector=detector, expansion=args.box_expansion, smooth=args.smooth,
+                        meshes=args.meshes, overlay=not args.no_overlay,
+                        max_frames=args.max_frames, progress=not args.no_progress)
+  finally:
+    if hasattr(detector, "close"):
+      detector.close()
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
+from simajax.models import formulation
+
 Array = jax.Array
 
 
@@ -58,7 +60,10 @@ class Linear(nn.Module):
     fan_in = x.shape[-1]
     kernel = self.param("kernel", torch_uniform_init(fan_in), (fan_in, self.features))
     acc = _accumulation_dtype(x)
-    y = jnp.matmul(x, kernel.astype(x.dtype), preferred_element_type=acc)
+    if formulation.exporting() and x.ndim > 2:  # a 2D product converts to Gemm, not Einsum
+      y = formulation.matmul_2d(x, kernel.astype(x.dtype)).astype(acc)
+    else:
+      y = jnp.matmul(x, kernel.astype(x.dtype), preferred_element_type=acc)
     if self.use_bias:
       y = y + self.param("bias", torch_uniform_init(fan_in), (self.features,)).astype(acc)
     return y if self.keep_accumulator else y.astype(x.dtype)
@@ -273,13 +278,18 @@ class Conv(nn.Module):
                          f"stride={self.stride}, {cin} -> {self.features})")
       fan_in = 9
       kernel = self.param("kernel", torch_uniform_init(fan_in), (3, 3, 1, cin))
-      y = depthwise_conv3x3(x, kernel)
+      # simajax.export traces the converter-friendly grouped form (models/formulation.py).
+      depthwise = (formulation.depthwise_conv3x3_grouped if formulation.exporting()
+                   else depthwise_conv3x3)
+      y = depthwise(x, kernel)
     else:
       fan_in = cin * k * k
       kernel = self.param("kernel", torch_uniform_init(fan_in), (k, k, cin, self.features))
       kernel = kernel.astype(x.dtype)
       if k == 1 and self.stride == 1:
-        y = jnp.matmul(x, kernel[0, 0], preferred_element_type=acc)
+        # The export form is one ONNX Conv; the matmul converts to a slow Einsum.
+        y = (formulation.conv1x1(x, kernel).astype(acc) if formulation.exporting()
+             else jnp.matmul(x, kernel[0, 0], preferred_element_type=acc))
       else:
         pad = k // 2
         y = jax.lax.conv_general_dilated(
