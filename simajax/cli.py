@@ -24,6 +24,7 @@ import argparse
 import os
 import pathlib
 import pickle
+import re
 import sys
 import traceback
 import zipfile
@@ -101,6 +102,55 @@ class ArgumentParser(argparse.ArgumentParser):
     raise UserError(f"{self.prog}: {message} (see --help)")
 
 
+def parse_absl_flags(flag_values, argv: Sequence[str]):
+  """absl's flag parsing (an ``app.run`` ``flags_parser``) under the convention: a bad flag, a
+  config file that does not load or an override of a field the config lacks prints one line and
+  exits with status 2, where absl would print its usage text (exit 1) or a traceback.
+
+  Args:
+    flag_values: the ``absl.flags.FlagValues`` (``flags.FLAGS``).
+    argv: the full command line, program name first.
+
+  Returns:
+    The arguments left after parsing, as absl's parser returns them.
+  """
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  try:
+    return flag_values(argv)
+  except (flags.Error, AttributeError, KeyError) as e:
+    if verbose_requested(argv):
+      traceback.print_exc()
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    message = lines[0]
+    if not isinstance(e, flags.Error):
+      # ml_collections' config flag: --config.<field>=... names a field the config lacks.
+      field = message.strip("'\"")
+      given = [a for a in argv if a.startswith("--") and field in a.partition("=")[0]]
+      message = f"flag {given[0] if given else field}: the config has no field {field!r}"
+    elif len(lines) > 1:
+      # The config flag quotes the config file's whole traceback; its last line is the error.
+      error = re.sub(r"^[\w.]*UserError: ", "", lines[-1])
+      message = f"{message.partition(': ')[0]}: {error}"
+    print(f"error: {message} (see --helpfull)", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
+
+
+def config_flag_value(flag_values, name: str):
+  """The value of an ml_collections config-file flag.
+
+  Raises:
+    UserError: naming the file when it failed to load (the flag defers that error to the
+      first use of a stand-in value).
+  """
+  config = getattr(flag_values, name)
+  try:
+    config.get("stage")
+  except OSError as e:
+    raise UserError(f"--{name} {flag_values[name].config_filename}: cannot load the config "
+                    f"file ({str(e).strip().splitlines()[-1].strip()})") from e
+  return config
+
+
 def open_npz(path: str | os.PathLike, what: str):
   """``np.load`` of a ``.npz`` without pickles, with one-line errors naming the file.
 
@@ -121,7 +171,7 @@ def open_npz(path: str | os.PathLike, what: str):
   try:
     data = np.load(path, allow_pickle=False)
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-    raise UserError(f"{path}: not a readable .npz file ({_first_line(e)}); expected {what}") from e
+    raise UserError(f"{path}: not a readable .npz file ({first_line(e)}); expected {what}") from e
   if not isinstance(data, np.lib.npyio.NpzFile):
     raise UserError(f"{path}: a single .npy array, not an .npz archive; expected {what}")
   return data
@@ -134,5 +184,8 @@ def summarize_names(names: Iterable[str], limit: int = 3) -> str:
   return f"{len(names)}: {shown}{', ...' if len(names) > limit else ''}"
 
 
-def _first_line(error: BaseException) -> str:
-  return (str(error).strip() or type(error).__name__).partition("\n")[0]
+def first_line(error: BaseException, limit: int = 240) -> str:
+  """The first line of an error's message (its type name if empty), cut to ``limit`` chars:
+  for library errors quoted inside one of ours (orbax's run to kilobytes)."""
+  text = (str(error).strip() or type(error).__name__).partition("\n")[0]
+  return text if len(text) <= limit else text[:limit - 3] + "..."
