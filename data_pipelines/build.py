@@ -124,7 +124,8 @@ def main(argv=None) -> int:
 
 
 def _main(argv) -> int:
-  parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = ArgumentParser(prog="python -m data_pipelines.build",
+                          description=__doc__.split("\n\n")[0])
   parser.add_argument("dataset", help="<name>/<config>, e.g. synthetic_hands/small")
   parser.add_argument("--data_dir", required=True, help="TFDS data directory")
   parser.add_argument("--mano", default=None, help="MANO pickle (MANO_RIGHT.pkl)")

@@ -123,10 +123,18 @@ def parse_absl_flags(flag_values, argv: Sequence[str]):
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     message = lines[0]
     if not isinstance(e, flags.Error):
-      # ml_collections' config flag: --config.<field>=... names a field the config lacks.
-      field = message.strip("'\"")
-      given = [a for a in argv if a.startswith("--") and field in a.partition("=")[0]]
-      message = f"flag {given[0] if given else field}: the config has no field {field!r}"
+      # ml_collections' config flag: --config.<field>=... names a field the config lacks. Its
+      # message quotes the field (escaped once per wrapping) and may suggest another, so the
+      # field is the override's path component that the message mentions.
+      text = str(e)
+      hint = re.search(r'Did you mean "([^"]+)"', text)
+      found = [(arg.partition("=")[0], part) for arg in argv if arg.startswith("--")
+               for part in arg.partition("=")[0].lstrip("-").split(".")[1:]
+               if re.search(rf"\b{re.escape(part)}\b", text.replace(hint.group(0), "")
+                            if hint else text)]
+      flag, field = found[0] if found else ("--config", message)
+      message = (f"flag {flag}: the config has no field {field!r}"
+                 + (f" (did you mean {hint.group(1)!r}?)" if hint else ""))
     elif len(lines) > 1:
       # The config flag quotes the config file's whole traceback; its last line is the error.
       error = re.sub(r"^[\w.]*UserError: ", "", lines[-1])

@@ -291,8 +291,16 @@ def main(argv):
   missing file or teacher, no intact checkpoint) prints one line and exits with status 2."""
   del argv
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-  cli.run(lambda _: train_and_evaluate(cli.config_flag_value(FLAGS, "config"), FLAGS.workdir),
-          sys.argv[1:])
+  if not FLAGS["verbosity"].present:
+    # The libraries' INFO chatter (TFDS, orbax, JAX) off by default; the trainer's own kept.
+    for name in ("", "absl"):
+      logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("simajax").setLevel(logging.INFO)
+
+  def train(_):
+    train_and_evaluate(cli.config_flag_value(FLAGS, "config"), FLAGS.workdir)
+
+  cli.run(train, sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import pathlib
+import re
 import shutil
 
 import numpy as np
@@ -427,3 +428,48 @@ def test_missing_subjects_are_reported(tmp_path):
   (tmp_path / "calibration").mkdir()
   with pytest.raises(FileNotFoundError, match="no Dex-YCB subject folder"):
     layout.list_sequences(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# The build CLI on bad input: one line, exit status 2, no split written (issue 15).
+
+
+def _build_cli(capsys, root, mano, data_dir):
+  from data_pipelines import build
+  try:
+    status = build.main(["dexycb/s0", "--data_dir", str(data_dir), "--manual_dir", str(root),
+                         "--mano", str(mano)])
+  except SystemExit as e:
+    status = e.code
+  # TFDS draws its progress bars on stderr too (cursor-up escapes, carriage returns): apart from
+  # them, stderr must hold the one error line.
+  err = re.sub(r"\x1b\[A|\r", "\n", capsys.readouterr().err).splitlines()
+  err = [line.strip() for line in err if line.strip()
+         and not line.strip().startswith(("Generating", "Shuffling", "Dataset dexycb",
+                                          "Downloading and preparing"))]
+  written = [p for p in data_dir.rglob("*") if "array_record" in p.name
+             or p.name == "dataset_info.json" or "incomplete" in p.name] if data_dir.exists() else []
+  return status, err, written
+
+
+def test_build_cli_refuses_a_left_model_named_right(dex, damaged, tmp_path, capsys):
+  _, right, arrays = dex
+  swapped = tmp_path / "swapped" / "MANO_RIGHT.pkl"
+  swapped.parent.mkdir()
+  mano_fixture.write_mano_pickle(swapped, mano_fixture.left_arrays(arrays))
+  status, err, written = _build_cli(capsys, damaged, swapped, tmp_path / "tfds")
+  assert status == 2 and written == [] and err == [
+      f"error: {swapped}: this MANO file holds a LEFT hand (its rest-pose geometry: thumb and "
+      "palm of a left hand), but it was loaded as the right hand (side='right' was asked for); "
+      "use MANO_RIGHT.pkl from mano_v1_2.zip, or check whether the two files were swapped or "
+      "renamed"]
+
+
+def test_build_cli_stops_at_a_truncated_label_file_without_a_partial_split(dex, damaged,
+                                                                           tmp_path, capsys):
+  truth, right, _ = dex
+  path = _view_file(damaged, truth, "labels", view=4, frame=1)
+  path.write_bytes(path.read_bytes()[:200])
+  status, err, written = _build_cli(capsys, damaged, right, tmp_path / "tfds")
+  assert status == 2 and written == [], (err, written)
+  assert len(err) == 1 and err[0].startswith(f"error: {path}: unreadable labels file ("), err

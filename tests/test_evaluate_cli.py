@@ -145,6 +145,7 @@ def test_bad_input_is_named(files, capsys, file, changes, words):
   _corrupt(tmp_path, file, **changes)
   assert _run(tmp_path) == 2
   err = capsys.readouterr().err
+  assert len(err.splitlines()) == 1 and err.startswith("error: "), err
   for word in words:
     assert word in err
   assert not (tmp_path / "out" / "metrics.json").exists()
