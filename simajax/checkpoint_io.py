@@ -103,6 +103,7 @@ def load_checkpoint(ckpt_dir: str | os.PathLike,
   checkpointer = ocp.StandardCheckpointer()
   source = ckpt_dir / VARIABLES_DIR
   try:
+    checkpointing.read_all_values(source)  # every file first: the metadata read opens arrays
     saved = checkpointer.metadata(source).item_metadata
     if saved is None:
       raise ValueError("its metadata is missing or unreadable")

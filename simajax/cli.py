@@ -10,10 +10,12 @@ a bad flag value, arrays of the wrong shape, a checkpoint of another model) ends
     error here), and a pickle refused by a restricted unpickler is ``pickle.UnpicklingError``.
   * ``run(main, argv)`` calls a CLI's ``main(argv)`` and applies the convention;
     ``ArgumentParser`` turns argparse's usage errors into ``UserError`` (argparse itself prints
-    the whole usage text).
-  * ``open_npz`` and ``summarize_names`` are the two message helpers every reader needs: a
-    ``.npz`` that is missing or not a zip names the file in one line, and a list of wrong keys
-    becomes a count and the first few names instead of hundreds of lines.
+    the whole usage text). ``parse_absl_flags`` and ``config_flag_value`` do the same for the
+    absl / ml_collections flags of ``simajax.train``.
+  * ``open_npz``, ``summarize_names`` and ``first_line`` are the message helpers readers need: a
+    ``.npz`` that is missing or not a zip names the file in one line, a list of wrong keys
+    becomes a count and the first few names instead of hundreds of lines, and a library's long
+    error is quoted by its first line.
 
 This module imports nothing heavy, so readers that must not pull in JAX can use it.
 """
@@ -34,7 +36,7 @@ import numpy as np
 
 DEBUG_ENV = "SIMAJAX_DEBUG"
 VERBOSE_FLAG = "--verbose"
-# Shown in the message when more than one line (or a long list) had to be left out.
+# Ends a message whose further lines were left out (the traceback shows them all).
 MORE_DETAILS = f"(details: {VERBOSE_FLAG} or {DEBUG_ENV}=1)"
 
 

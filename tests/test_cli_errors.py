@@ -12,6 +12,7 @@ and compiles nothing.
 from __future__ import annotations
 
 import logging
+import pathlib
 import shutil
 
 import numpy as np
@@ -82,6 +83,34 @@ def test_open_npz_and_summaries(tmp_path):
     cli.open_npz(tmp_path / "none.npz", "an array")
   assert cli.summarize_names([f"k{i}" for i in range(798)]) == "798: k0, k1, k2, ..."
   assert cli.summarize_names(["a", "b"]) == "2: a, b"
+
+
+# ----------------------------------------------------------------------------------------------
+# python -m simajax.train's flags (its subprocess tests: tests/test_train.py)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--config=configs/svr_synthetic.py:runlokal"],
+     "flag --config=configs/svr_synthetic.py:runlokal: unknown config argument 'runlokal': append "
+     "':runlocal' to the config path for a smoke run, or nothing (see --helpfull)"),
+    (["--config=configs/svr_synthetic.py"],
+     "flag --workdir=None: Flag --workdir must have a value other than None. (see --helpfull)"),
+], ids=["unknown_config_arg", "no_workdir"])
+def test_train_flag_errors_are_one_line(argv, message, capsys, monkeypatch):
+  """train's flags on a private FlagValues (overrides such as --config.x=... register on the
+  global one only: those cases run through the real entry point in tests/test_train.py)."""
+  from absl import flags
+  from ml_collections import config_flags
+  monkeypatch.chdir(pathlib.Path(__file__).resolve().parents[1])
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True)
+  flags.DEFINE_string("workdir", None, "", flag_values=flag_values)
+  flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
+  workdir = [] if "--workdir=None" in message else ["--workdir=w"]
+  with pytest.raises(SystemExit) as info:
+    cli.parse_absl_flags(flag_values, ["simajax.train", *argv, *workdir])
+  err = capsys.readouterr().err.splitlines()
+  assert info.value.code == 2 and err == [f"error: {message}"], err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,7 +262,8 @@ def test_predict_falls_back_from_a_damaged_best_checkpoint(run_copy, make_variab
   assert "step 20 (best by 'pa_vpe', else latest)" in description
   np.testing.assert_array_equal(loaded.variables["params"]["decoder3d"]["head"]["kernel"],
                                 make_variables(1)["params"]["decoder3d"]["head"]["kernel"])
-  warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelno >= logging.WARNING and r.name.startswith("simajax")]
   assert len(warnings) == 1 and "step 10 (" in warnings[0], warnings
   assert "read step 20 instead" in warnings[0]
   assert (run_copy / "checkpoints" / "10").is_dir()  # a reader moves nothing

@@ -154,6 +154,8 @@ class Checkpointer:
     for step in steps:
       reason = None
       try:
+        # Every file first (synchronously); orbax's metadata read already opens the arrays.
+        read_all_values(pathlib.Path(self.directory) / str(step) / STATE_ITEM)
         found = _saved_state_tree(self.directory, step)
       except _DAMAGE_ERRORS as e:
         reason = first_line(e)
@@ -290,6 +292,32 @@ def restore_params(directory: str | os.PathLike, step: Optional[int] = None, *,
   raise UserError(f"{directory}: no checkpoint restores: {'; '.join(damaged)}")
 
 
+def read_all_values(item_dir: str | os.PathLike, chunk: int = 256) -> None:
+  """Reads every stored value of a checkpoint item (orbax's OCDBT database), synchronously.
+
+  A torn or truncated array file fails here with tensorstore's error (a ValueError) before an
+  orbax restore would meet it. Orbax reads asynchronously: when one read fails, the reads still
+  in flight later report to its closed event loop, and each prints a traceback. Items in another
+  layout, or not on a local disk, are left to orbax's restore.
+
+  Args:
+    item_dir: e.g. ``<checkpoints>/<step>/state`` or an export's ``variables/``.
+    chunk: values read at a time (bounds the memory held).
+
+  Raises:
+    ValueError: naming the first unreadable file.
+  """
+  item_dir = pathlib.Path(item_dir)
+  if not (item_dir / "manifest.ocdbt").is_file():
+    return
+  import tensorstore as ts  # pylint: disable=import-outside-toplevel
+  store = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{item_dir.absolute()}/"}).result()
+  keys = store.list().result()
+  for start in range(0, len(keys), chunk):
+    for future in [store.read(key) for key in keys[start:start + chunk]]:
+      future.result()
+
+
 def restore_params_only(directory: str | os.PathLike, step: Optional[int] = None, *,
                         best_metric: Optional[str] = None, best_mode: str = "min") -> dict:
   """``restore_params(...).variables``: the params and batch_stats alone (see there)."""
@@ -358,6 +386,8 @@ def _saved_state_tree(directory, step: int) -> dict:
 
 def _restore_params_at(manager, directory, step: int, expected: Any) -> dict:
   """params/batch_stats of one step onto this process's first device."""
+  # Every file first (synchronously); orbax's metadata read already opens the arrays.
+  read_all_values(pathlib.Path(directory) / str(step) / STATE_ITEM)
   saved = _state_metadata(manager, step)
   if expected is not None:
     check_tree_fits(_model_part(saved), _model_part(expected), f"{directory}/{step}")
