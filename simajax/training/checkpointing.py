@@ -137,7 +137,8 @@ class Checkpointer:
 
     Each newer step that fails to restore (a damaged file) is named in one warning with the
     reason and moved aside as ``<step>.damaged`` (renamed, never deleted; on process 0 only),
-    so that later saves and restarts do not trip over it again.
+    so that later saves and restarts do not trip over it again. When no step restores, nothing
+    is moved: the run stays as it was, and the error says why each step failed.
 
     Args:
       abstract_state: the target tree, as for ``restore``.
@@ -149,35 +150,35 @@ class Checkpointer:
       UserError: when checkpoints exist but none restores (one line naming each step and why),
         or when they hold another model (``check_tree_fits``; nothing is moved then).
     """
-    steps = sorted(self.all_steps(), reverse=True)
     damaged = []
-    for step in steps:
-      reason = None
+    for step in sorted(self.all_steps(), reverse=True):
       try:
         # Every file first (synchronously); orbax's metadata read already opens the arrays.
         read_all_values(pathlib.Path(self.directory) / str(step) / STATE_ITEM)
         found = _saved_state_tree(self.directory, step)
       except _DAMAGE_ERRORS as e:
-        reason = first_line(e)
-      if reason is None:
-        # Parameter names and shapes tell another model apart (optimizer-state containers are
-        # saved as orbax sees fit, so they are not compared).
-        check_tree_fits(_model_part(found), _model_part(abstract_state),
-                        f"{self.directory}/{step}")
-        try:
-          state, data_position = self.restore(step, abstract_state)
-          return state, data_position, step
-        except _DAMAGE_ERRORS as e:
-          if isinstance(e, UserError):
-            raise
-          reason = first_line(e)
-      moved = _move_aside(self.directory, step) if jax.process_index() == 0 else None
-      log.warning("checkpoint step %d in %s is damaged and was skipped (%s)%s", step,
-                  self.directory, reason, f"; moved it to {moved}" if moved else "")
-      damaged.append(f"step {step} ({reason})")
-      self._manager.reload()
+        damaged.append((step, first_line(e)))
+        continue
+      # Parameter names and shapes tell another model apart (optimizer-state containers are
+      # saved as orbax sees fit, so they are not compared).
+      check_tree_fits(_model_part(found), _model_part(abstract_state), f"{self.directory}/{step}")
+      try:
+        state, data_position = self.restore(step, abstract_state)
+      except _DAMAGE_ERRORS as e:
+        if isinstance(e, UserError):
+          raise
+        damaged.append((step, first_line(e)))
+        continue
+      for bad, reason in damaged:
+        moved = _move_aside(self.directory, bad) if jax.process_index() == 0 else None
+        log.warning("checkpoint step %d in %s is damaged and was skipped (%s)%s", bad,
+                    self.directory, reason, f"; moved it to {moved}" if moved else "")
+      if damaged:
+        self._manager.reload()
+      return state, data_position, step
     if damaged:
-      raise UserError(f"{self.directory}: no checkpoint restores: {'; '.join(damaged)}")
+      raise UserError(f"{self.directory}: no checkpoint restores: "
+                      + "; ".join(f"step {step} ({reason})" for step, reason in damaged))
     return None
 
   def wait(self) -> None:
