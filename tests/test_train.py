@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import jax
 import numpy as np
 import pytest
 
+from fixtures import damage
 from simajax import config_lib, train
 from simajax.training import checkpointing
 
@@ -290,8 +292,6 @@ def test_damaged_latest_checkpoint_resumes_from_the_one_before(svr_run, data_dir
   """Issue 15: step 18's array files truncated to 100 bytes (a torn write, a bad disk); the same
   command again resumes from step 12, moves step 18 aside with one warning, and ends with the
   parameters of the uninterrupted run."""
-  import shutil
-  from fixtures import damage
   reference, _ = svr_run
   workdir = tmp_path / "damaged"
   shutil.copytree(reference, workdir)
@@ -305,6 +305,9 @@ def test_damaged_latest_checkpoint_resumes_from_the_one_before(svr_run, data_dir
   assert any(r.getMessage().endswith(f"at step {SVR_STEPS - 6}") for r in caplog.records
              if r.name == "simajax.train" and "resumed" in r.getMessage())
   assert (workdir / "checkpoints" / f"{SVR_STEPS}.damaged").is_dir()  # renamed, not deleted
+  steps_on_disk = [p for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+  assert sorted(int(p.name) for p in steps_on_disk) == [6, 12, 18]
+  assert all((p / "commit_success.txt").is_file() for p in steps_on_disk)  # none half-written
   # Steps 13..18 ran again: their logged losses equal the uninterrupted run's.
   redone = [m for m in read_metrics(workdir) if "train/loss" in m][-6:]
   assert [m["step"] for m in redone] == list(range(SVR_STEPS - 5, SVR_STEPS + 1))
