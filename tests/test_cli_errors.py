@@ -159,7 +159,7 @@ def hand_files(tmp_path):
   return tmp_path
 
 
-def _evaluate(capsys, *argv, out=None):
+def _evaluate(capsys, *argv, out):
   return run_cli(evaluate.main, [*argv, "--out", out], capsys)
 
 
