@@ -10,13 +10,11 @@ from simajax import config_lib
 
 
 def get_config(arg=None):
-  """Returns the config; ``arg == 'runlocal'`` shrinks it for a smoke run."""
+  """Returns the config; ``arg == 'runlocal'`` shrinks it for a smoke run (others: an error)."""
   config = config_lib.base_config("mvr", "dexycb", variant="official")
   # Build first (needs the download and MANO; see README "Data preparation"):
   #   python -m data_pipelines.build dexycb/s0 --data_dir data/tfds --manual_dir DEX_YCB \
   #       --mano MANO_RIGHT.pkl
   config.data.name = "dexycb/s0"
   config.hand_model = "MANO_RIGHT.pkl"  # your MANO file: the decoder's mesh topology comes from it
-  if arg == "runlocal":
-    config_lib.apply_runlocal(config)
-  return config
+  return config_lib.apply_arg(config, arg)

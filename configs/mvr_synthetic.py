@@ -10,9 +10,7 @@ from simajax import config_lib
 
 
 def get_config(arg=None):
-  """Returns the config; ``arg == 'runlocal'`` shrinks it for a smoke run."""
+  """Returns the config; ``arg == 'runlocal'`` shrinks it for a smoke run (others: an error)."""
   # The synthetic data is built on first use; `small` builds in a few minutes on 2 cores.
   config = config_lib.synthetic_config("mvr")
-  if arg == "runlocal":
-    config_lib.apply_runlocal(config)
-  return config
+  return config_lib.apply_arg(config, arg)

@@ -11,7 +11,7 @@ from simajax import config_lib
 
 
 def get_config(arg=None):
-  """Returns the config; ``arg == 'runlocal'`` shrinks it for a smoke run."""
+  """Returns the config; ``arg == 'runlocal'`` shrinks it for a smoke run (others: an error)."""
   config = config_lib.base_config("svr", "hanco", variant="official")
   # Build first (see README "Data preparation"); SiMA trains on rgb + rgb_merged copies:
   #   python -m data_pipelines.build hanco/rgb-rgb_merged --data_dir data/tfds --manual_dir HANCO \
@@ -19,6 +19,4 @@ def get_config(arg=None):
   config.data.name = "hanco/rgb-rgb_merged"
   config.data.eval_split = "test"  # HanCo has no validation split
   config.hand_model = "MANO_RIGHT.pkl"
-  if arg == "runlocal":
-    config_lib.apply_runlocal(config)
-  return config
+  return config_lib.apply_arg(config, arg)

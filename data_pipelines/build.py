@@ -12,7 +12,6 @@ first use.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
@@ -20,6 +19,8 @@ import time
 from typing import Optional
 
 import numpy as np
+
+from simajax.cli import ArgumentParser, UserError, run
 
 BUILDERS = {
     "synthetic_hands": "data_pipelines.synthetic_hands.builder:SyntheticHands",
@@ -32,10 +33,10 @@ def builder_class(name: str):
   """The builder class registered for a TFDS name (e.g. "synthetic_hands").
 
   Raises:
-    ValueError: listing the registered names when ``name`` is unknown.
+    UserError: listing the registered names when ``name`` is unknown.
   """
   if name not in BUILDERS:
-    raise ValueError(f"unknown dataset '{name}'; registered: {sorted(BUILDERS)}")
+    raise UserError(f"unknown dataset '{name}'; registered: {sorted(BUILDERS)}")
   module, cls = BUILDERS[name].split(":")
   return getattr(importlib.import_module(module), cls)
 
@@ -52,16 +53,21 @@ def make_builder(dataset: str, data_dir: str, mano_path: Optional[str] = None,
 
   Returns:
     The TFDS builder.
+
+  Raises:
+    UserError: for an unknown dataset or config name.
   """
   name, _, config = dataset.partition("/")
-  if not config:
-    raise ValueError(f"dataset '{dataset}' must be '<name>/<config>'")
+  cls = builder_class(name)
+  if config not in cls.builder_configs:
+    raise UserError(f"dataset '{dataset}': {name} has no config {config!r}; configs: "
+                    f"{sorted(cls.builder_configs)} (give '<name>/<config>')")
   kwargs = {"config": config, "data_dir": data_dir, "file_format": "array_record"}
   if mano_path is not None:
     kwargs["mano_path"] = mano_path
   if manual_dir is not None:
     kwargs["manual_dir"] = manual_dir
-  return builder_class(name)(**kwargs)
+  return cls(**kwargs)
 
 
 def build(dataset: str, data_dir: str, mano_path: Optional[str] = None,
@@ -113,7 +119,13 @@ def summarize(builder) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  """CLI entry point (see the module docstring); a bad input prints one line, exit status 2."""
+  return run(_main, argv)
+
+
+def _main(argv) -> int:
+  parser = ArgumentParser(prog="python -m data_pipelines.build",
+                          description=__doc__.split("\n\n")[0])
   parser.add_argument("dataset", help="<name>/<config>, e.g. synthetic_hands/small")
   parser.add_argument("--data_dir", required=True, help="TFDS data directory")
   parser.add_argument("--mano", default=None, help="MANO pickle (MANO_RIGHT.pkl)")

@@ -4,7 +4,7 @@ Three groups:
   * file access with errors that name the path and what was expected (``require_dir``,
     ``require_file``, ``read_yaml``, ``read_json``, ``read_image``, ``read_mask``);
   * the user's MANO models (``ManoModels``): finger poses from PCA, the rest wrist J0(betas), the
-    canonical (zero global rotation) mesh of the right-hand model, and the camera-frame mesh;
+    canonical (zero global rotation) mesh in the right-hand frame, and the camera-frame mesh;
   * per-view label assembly in the shared schema (``ViewTable``) and the visibility ratio of
     docs/DATASETS.md §4 (``visibility_ratio``).
 """
@@ -26,6 +26,7 @@ import yaml
 from PIL import Image
 
 from data_pipelines import schema
+from simajax.cli import UserError
 
 PathLike = Union[str, os.PathLike]
 MIRROR = np.array([-1.0, 1.0, 1.0])
@@ -33,7 +34,7 @@ MIRROR = np.array([-1.0, 1.0, 1.0])
 MIN_TASKS_FOR_WORKERS = 64
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserError):
   """A raw dataset file is missing something or holds something unexpected."""
 
 
@@ -206,10 +207,15 @@ def left_model_path(right_path: PathLike) -> pathlib.Path:
 class ManoModels:
   """The user's MANO_RIGHT (and, on demand, MANO_LEFT) with the few operations builders need.
 
-  The canonical mesh is always computed with the RIGHT model: left hands are mirrored to right
-  hands (axis-angle (x, y, z) -> (x, -y, -z)), as every Dex-YCB loader does (docs/DATASETS.md
-  §1.7) and as the schema's ``verts_canonical`` requires. MANO_LEFT is only needed to turn a
-  left hand's PCA coefficients into axis-angles and for its rest wrist J0(betas).
+  Each hand is posed with its own side's model, as the datasets' labels were made (manopth's
+  ``ManoLayer(side=...)``): a left hand with MANO_LEFT's PCA basis, mean pose, ``shapedirs`` and
+  middle fingertip 445. That matters because the released MANO_LEFT is not the mirror image of
+  MANO_RIGHT: its ``shapedirs`` are the right model's, unmirrored (docs/DATASETS.md §3.5), so
+  with non-zero betas the mirrored MANO_RIGHT hand differs from the labelled one by centimetres.
+  The *result* is then mirrored (x -> -x) into the right-hand frame the network trains in: the
+  schema's canonical mesh of a left hand is the mirror image of MANO_LEFT's, and
+  ``mesh_in_camera`` mirrors it back, so label, canonical mesh, camera mesh and visibility
+  render all describe the same hand.
   """
 
   def __init__(self, right_path: PathLike):
@@ -269,26 +275,31 @@ class ManoModels:
 
   def canonical(self, fingers: np.ndarray, betas: np.ndarray,
                 side: str) -> tuple[np.ndarray, np.ndarray]:
-    """The schema's canonical mesh: right model, zero global rotation, mirrored if left.
+    """The schema's canonical hand: zero global rotation, in the right-hand frame.
 
     Args:
       fingers: [45] finger axis-angles of the ``side`` hand (offsets from its hands_mean).
       betas: [10] shape.
-      side: the original side; a left pose is mirrored to a right one first.
+      side: the hand's side; it is posed with that side's model (class docstring), and a left
+        hand's mesh and joints are then mirrored (x -> -x).
 
     Returns:
-      (verts [778, 3], joints [21, 3]) float64, in the right model's frame.
+      (verts [778, 3], joints [21, 3]) float64: a right hand's mesh and joints (for a left hand,
+      the mirror image of MANO_LEFT's, with its middle tip 445).
     """
-    fingers = np.asarray(fingers, np.float64)
+    pose = np.concatenate([np.zeros(3), np.asarray(fingers, np.float64)])[None]
+    out = _jitted_forward()(self.model(side), pose.astype(np.float32),
+                            np.asarray(betas, np.float32)[None])
+    verts = np.asarray(out.vertices, np.float64)[0]
+    joints = np.asarray(out.joints21, np.float64)[0]
     if side == "left":
-      fingers = (fingers.reshape(15, 3) * -MIRROR).reshape(45)
-    pose = np.concatenate([np.zeros(3), fingers])[None].astype(np.float32)
-    out = _jitted_forward()(self.right, pose, np.asarray(betas, np.float32)[None])
-    return (np.asarray(out.vertices, np.float64)[0], np.asarray(out.joints21, np.float64)[0])
+      verts, joints = verts * MIRROR, joints * MIRROR
+    return verts, joints
 
   @property
   def faces(self) -> np.ndarray:
-    """[F, 3] triangles of the right model."""
+    """[F, 3] triangles of the right model (for silhouettes of either side: the rasterizer
+    covers a triangle whatever its winding)."""
     return self.right.faces
 
 
@@ -310,9 +321,9 @@ def mesh_in_camera(verts_canonical: np.ndarray, joints_canonical: np.ndarray,
                    global_rot: np.ndarray, wrist_cam: np.ndarray, side: str) -> np.ndarray:
   """The original-side camera-frame mesh, root-aligned to the annotated wrist.
 
-  For a right hand ``R (V0 - J0) + wrist``. For a left hand the canonical mesh is the mirrored
-  (right-model) pose, so it is mirrored back first: ``R M (V0 - J0) + wrist`` with
-  M = diag(-1, 1, 1), which is H2ONet's "flip the pose and mirror back" (docs/DATASETS.md §4).
+  For a right hand ``R (V0 - J0) + wrist``. A left hand's canonical mesh is the mirror image of
+  MANO_LEFT's (``ManoModels.canonical``), so it is mirrored back first: ``R M (V0 - J0) + wrist``
+  with M = diag(-1, 1, 1), which is MANO_LEFT's own posed mesh (docs/DATASETS.md §4).
 
   Args:
     verts_canonical: [V, 3] schema canonical mesh.
@@ -330,17 +341,25 @@ def mesh_in_camera(verts_canonical: np.ndarray, joints_canonical: np.ndarray,
 
 
 def visibility_ratio(hand_pixels: np.ndarray, verts_cam: np.ndarray, faces: np.ndarray,
-                     K: np.ndarray) -> float:
+                     K: np.ndarray, where: str = "view") -> float:
   """H2ONet's visible ratio: hand pixels / rendered-silhouette pixels, whole image (§4).
+
+  The mesh is the unoccluded hand the label describes, so it covers every visible hand pixel and
+  the ratio lies in [0, 1]. A ratio above 1 means the mesh is not the labelled hand (e.g. a
+  MANO model of the other side, or a mask of something else); it is refused, never stored.
 
   Args:
     hand_pixels: bool [H, W] visible hand pixels (Dex-YCB seg == 255, HanCo mask_hand).
     verts_cam: [V, 3] the unoccluded hand mesh in the camera frame.
     faces: [F, 3] its triangles.
     K: [3, 3] intrinsics of the image.
+    where: the view, for the error message (e.g. its frame key and camera).
 
   Returns:
-    The ratio (may exceed 1), or ``schema.UNKNOWN_VIS_RATIO`` when the mesh covers no pixel.
+    The ratio in [0, 1], or ``schema.UNKNOWN_VIS_RATIO`` when the mesh covers no pixel.
+
+  Raises:
+    DatasetFormatError: naming ``where`` when the ratio exceeds 1.
   """
   from simajax.render import rasterizer
   height, width = hand_pixels.shape
@@ -348,7 +367,14 @@ def visibility_ratio(hand_pixels: np.ndarray, verts_cam: np.ndarray, faces: np.n
   covered = int(rendered.sum())
   if covered == 0:
     return schema.UNKNOWN_VIS_RATIO
-  return float(np.count_nonzero(hand_pixels)) / covered
+  visible = int(np.count_nonzero(hand_pixels))
+  ratio = visible / covered
+  if ratio > 1.0:
+    raise DatasetFormatError(
+        f"{where}: vis_ratio {ratio:.4f} is outside [0, 1]: the hand mask has {visible} pixels "
+        f"but the labelled hand's MANO mesh covers only {covered}, so mesh and mask disagree "
+        "(the other side's MANO file? a mask that is not this hand's?)")
+  return ratio
 
 
 # ----------------------------------------------------------------------------------------------

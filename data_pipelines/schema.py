@@ -27,8 +27,10 @@ Frame-level fields:
                    canonical fields below are zeros and mesh targets must be masked out.
   joints_canonical [21, 3] f32 joints of the zero-global-rotation posed hand, hand model frame.
   verts_canonical  [778, 3] f32 the zero-global-rotation posed mesh, hand model frame: the
-                   network's canonical target. **Always the right-hand model**: for left hands the
-                   builder stores the mesh of the mirrored (right-hand) pose, which is what the
+                   network's canonical target. **Always a right hand**: for a left hand the
+                   builder poses the left model with its own arrays (MANO_LEFT's PCA basis, mean,
+                   shapedirs and middle tip 445, as the dataset's labels were made) and stores
+                   the mirror image (x -> -x) of that mesh and of its joints, which is what the
                    network must predict once the pipeline has flipped the image.
 
 Per-view fields, each with a leading axis of ``NUM_VIEWS`` (views in a fixed camera order):

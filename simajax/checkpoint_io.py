@@ -24,8 +24,10 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from simajax.cli import UserError, first_line
 from simajax.mesh import MeshTopology
 from simajax.models import SVRHand, build_svr
+from simajax.training import checkpointing
 
 VARIABLES_DIR = "variables"
 CONFIG_FILE = "model_config.json"
@@ -86,6 +88,8 @@ def load_checkpoint(ckpt_dir: str | os.PathLike,
 
   Raises:
     FileNotFoundError: naming the missing part of the checkpoint.
+    UserError: when the stored variables do not fit the model (another variant, e.g. a wrong
+      ``model_config``) or cannot be read (a damaged checkpoint), in one line.
   """
   ckpt_dir = pathlib.Path(ckpt_dir).absolute()
   for part in (VARIABLES_DIR, CONFIG_FILE, TOPOLOGY_FILE):
@@ -99,5 +103,17 @@ def load_checkpoint(ckpt_dir: str | os.PathLike,
   target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
                         abstract_variables(model))
   target = {"params": target["params"], "batch_stats": target.get("batch_stats", {})}
-  variables = ocp.StandardCheckpointer().restore(ckpt_dir / VARIABLES_DIR, target)
+  checkpointer = ocp.StandardCheckpointer()
+  source = ckpt_dir / VARIABLES_DIR
+  try:
+    checkpointing.read_all_values(source)  # every file first: the metadata read opens arrays
+    saved = checkpointer.metadata(source).item_metadata
+    if saved is None:
+      raise ValueError("its metadata is missing or unreadable")
+    checkpointing.check_tree_fits(dict(saved), target, str(source))
+    variables = checkpointer.restore(source, target)
+  except (ValueError, OSError) as e:
+    if isinstance(e, UserError):
+      raise
+    raise UserError(f"{source}: the checkpoint does not restore (damaged?): {first_line(e)}") from e
   return LoadedModel(model, variables, model_config, topology)

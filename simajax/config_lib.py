@@ -19,6 +19,7 @@ import os
 
 import ml_collections
 
+from simajax.cli import UserError
 from simajax.models.config import mvr_config, svr_config
 
 STAGES = ("mvr", "svr")
@@ -42,9 +43,9 @@ def base_config(stage: str, dataset: str = "synthetic",
     variant: model size, 'official' | 'small' | 'tiny' (see ``simajax.models.config``).
   """
   if stage not in STAGES:
-    raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    raise UserError(f"stage must be one of {STAGES}, got {stage!r}")
   if dataset not in DATASETS:
-    raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
+    raise UserError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
   c = ml_collections.ConfigDict()
   c.stage = stage
   c.seed = 0
@@ -170,6 +171,23 @@ def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+CONFIG_ARGS = ("runlocal",)
+
+
+def apply_arg(c: ml_collections.ConfigDict, arg) -> ml_collections.ConfigDict:
+  """Applies a config file's path argument (``configs/x.py:<arg>``): none, or 'runlocal'.
+
+  Raises:
+    UserError: for any other argument (a typo would otherwise run the full config).
+  """
+  if arg in (None, ""):
+    return c
+  if arg not in CONFIG_ARGS:
+    raise UserError(f"unknown config argument {arg!r}: append ':runlocal' to the config path "
+                    "for a smoke run, or nothing")
+  return apply_runlocal(c)
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """Reads a config: a saved run's ``config.json``, or a config file ``path.py[:arg]``.
 
@@ -187,7 +205,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
-    raise ValueError(f"config file {path} has no get_config()")
+    raise UserError(f"config file {path} has no get_config()")
   return module.get_config(arg or None)
 
 
@@ -201,7 +219,7 @@ def input_config(config: ml_collections.ConfigDict, split: str, mode: str, augme
   from data_pipelines import schema  # pylint: disable=import-outside-toplevel
   multi = mode == "multi_view"
   if multi and batch_images % schema.NUM_VIEWS:
-    raise ValueError(f"batch of {batch_images} images is not a whole number of "
+    raise UserError(f"batch of {batch_images} images is not a whole number of "
                      f"{schema.NUM_VIEWS}-view frames (multi-view batches hold "
                      f"batch_size / {schema.NUM_VIEWS} frames)")
   return input_pipeline.InputConfig(

@@ -12,9 +12,10 @@ Keys of the official file that are deliberately not imported (``SKIPPED_KEY_PATT
 ``num_batches_tracked`` counters (no effect with momentum 0.1), the nine ``mano_layer.*`` buffers
 (the forward never reads them) and ``backbone.dense_stack1.senet3.*`` (an SE block the official
 forward never calls; simajax does not create it). Anything else unknown, missing or mis-shaped is
-reported in one ValueError. The CLI keeps those skipped entries, and the file's key order, in
-``CKPT_DIR/torch_extras.npz`` (``save_torch_extras``), so that ``simajax.export --format torch``
-gives the imported state_dict back bit for bit.
+reported in one ``UserError``, as counts and the first few keys of each kind. The CLI keeps
+those skipped entries, and the file's key order, in ``CKPT_DIR/torch_extras.npz``
+(``save_torch_extras``), so that ``simajax.export --format torch`` gives the imported state_dict
+back bit for bit.
 
 CLI:
   python -m simajax.convert --torch-state-dict FILE.{pth,npz} --config official
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import pathlib
+import pickle
 import re
 import sys
 from typing import Any, Iterable, Mapping
@@ -35,7 +37,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from simajax import checkpoint_io
+from simajax import checkpoint_io, cli
 from simajax.mesh import MeshTopology
 from simajax.models import build_svr, init_variables, svr_config
 from simajax.models.config import VARIANTS
@@ -148,14 +150,10 @@ def variable_map(abstract_variables: Mapping[str, Any]) -> dict[str, tuple[str, 
 
 def _format_problems(unknown: Iterable[str], missing: Iterable[str],
                      misshaped: Iterable[str]) -> str:
-  lines = []
-  for title, items in (("unknown keys", unknown), ("missing keys", missing),
-                       ("mis-shaped keys", misshaped)):
-    items = list(items)
-    if items:
-      lines.append(f"{len(items)} {title}:")
-      lines += [f"  {item}" for item in items]
-  return "\n".join(lines)
+  """One line: each kind of problem as a count and its first few keys."""
+  return "; ".join(f"{title} {cli.summarize_names(items)}" for title, items in
+                   (("unknown keys", list(unknown)), ("missing keys", list(missing)),
+                    ("mis-shaped keys", list(misshaped))) if items)
 
 
 def state_dict_to_variables(state_dict: Mapping[str, np.ndarray],
@@ -176,7 +174,7 @@ def state_dict_to_variables(state_dict: Mapping[str, np.ndarray],
     (only the imported subset when ``only_prefix`` is given).
 
   Raises:
-    ValueError: listing every unknown, missing and mis-shaped key at once.
+    UserError: summarising the unknown, missing and mis-shaped keys at once.
   """
   table = variable_map(abstract_variables)
   if only_prefix is not None:
@@ -194,8 +192,8 @@ def state_dict_to_variables(state_dict: Mapping[str, np.ndarray],
     if got != expected:
       misshaped.append(f"{key}: expected {list(expected)}, got {list(got)}")
   if unknown or missing or misshaped:
-    raise ValueError(f"{source} does not fit the SVR model:\n"
-                     + _format_problems(unknown, missing, sorted(misshaped)))
+    raise cli.UserError(f"{source} does not fit the SVR model (another variant? see --config): "
+                        + _format_problems(unknown, missing, sorted(misshaped)))
   flat_out = {"params": {}, "batch_stats": {}}
   for key, (collection, path, layout) in table.items():
     dtype = flat_abstract[collection][path].dtype
@@ -232,33 +230,39 @@ def read_state_dict(path: str | pathlib.Path) -> dict[str, np.ndarray]:
   """Reads a ``.pth`` (needs torch) or ``.npz`` state_dict into numpy arrays.
 
   Raises:
-    ValueError / ImportError: with a message naming the file and what was expected.
+    FileNotFoundError / UserError: with a message naming the file and what was expected.
   """
   path = pathlib.Path(path)
   if not path.exists():
     raise FileNotFoundError(f"state_dict file not found: {path}")
   if path.suffix == ".npz":
-    with np.load(path, allow_pickle=False) as data:
-      return {k: data[k] for k in data.files}
+    with cli.open_npz(path, "an SVRHand state_dict (official key -> array)") as data:
+      try:
+        return {k: data[k] for k in data.files}
+      except ValueError as e:  # an object array, which would need pickle
+        raise cli.UserError(f"{path}: an array could not be read ({e})") from None
   if path.suffix in (".pth", ".pt"):
     try:
       import torch  # pylint: disable=g-import-not-at-top
     except ImportError as e:
-      raise ImportError(
+      raise cli.UserError(
           f"reading {path} needs PyTorch, which is not installed: `pip install torch`, or save "
           f"the state_dict as .npz (np.savez(out, **{{k: v.numpy() for k, v in sd.items()}}))"
       ) from e
-    obj = torch.load(path, weights_only=True, map_location="cpu")
+    try:
+      obj = torch.load(path, weights_only=True, map_location="cpu")
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as e:
+      raise cli.UserError(f"{path}: not a readable torch file ({cli.first_line(e)})") from e
     if isinstance(obj, dict) and not any(hasattr(v, "numpy") for v in obj.values()):
       # Training checkpoints wrap the state_dict; take the single nested dict of tensors.
       nested = [v for v in obj.values() if isinstance(v, dict)
                 and any(hasattr(t, "numpy") for t in v.values())]
       if len(nested) != 1:
-        raise ValueError(f"{path}: expected a state_dict (name -> tensor), found a dict with "
+        raise cli.UserError(f"{path}: expected a state_dict (name -> tensor), found a dict with "
                          f"keys {sorted(obj)[:10]}")
       obj = nested[0]
     return {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "numpy")}
-  raise ValueError(f"{path}: unsupported state_dict file type {path.suffix!r}; expected .pth "
+  raise cli.UserError(f"{path}: unsupported state_dict file type {path.suffix!r}; expected .pth "
                    f"or .npz")
 
 
@@ -266,21 +270,22 @@ def resolve_model_config(spec: str) -> ml_collections.ConfigDict:
   """A model config from a variant name or a config file whose ``get_config()`` has ``model``.
 
   Raises:
-    ValueError: when ``spec`` is neither.
+    UserError: when ``spec`` is neither.
   """
   if spec in VARIANTS:
     return svr_config(spec)
   path = pathlib.Path(spec)
   if not path.is_file():
-    raise ValueError(f"--config {spec!r}: neither a model variant {VARIANTS} nor a config file")
+    raise cli.UserError(f"--config {spec!r}: neither a model variant {VARIANTS} nor a config "
+                        "file")
   module_spec = importlib.util.spec_from_file_location(f"_simajax_config_{path.stem}", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
-    raise ValueError(f"{path}: a config file must define get_config()")
+    raise cli.UserError(f"{path}: a config file must define get_config()")
   config = module.get_config()
   if "model" not in config:
-    raise ValueError(f"{path}: get_config() has no 'model' field")
+    raise cli.UserError(f"{path}: get_config() has no 'model' field")
   return config.model
 
 
@@ -327,10 +332,14 @@ def read_torch_extras(ckpt_dir: str | pathlib.Path
     return entries, [str(k) for k in data[_KEY_ORDER]]
 
 
-def main(argv: list[str] | None = None) -> None:
-  """CLI entry point (see the module docstring)."""
-  parser = argparse.ArgumentParser(prog="python -m simajax.convert", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+  """CLI entry point (see the module docstring); a bad input prints one line, exit status 2."""
+  return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+  parser = cli.ArgumentParser(prog="python -m simajax.convert", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--torch-state-dict", required=True,
                       help="official SVRHand state_dict: .pth (needs torch) or .npz, same keys")
   parser.add_argument("--config", default="official",
@@ -346,21 +355,18 @@ def main(argv: list[str] | None = None) -> None:
   if args.topology is None:
     parser.error("--topology is required: official weights are tied to the official spirals "
                  "and up-sampling matrices (shared/mesh_reference/assets.npz)")
-  try:
-    model_config = resolve_model_config(args.config)
-    topology = MeshTopology.load(args.topology)
-    state_dict = read_state_dict(args.torch_state_dict)
-    variables = convert(state_dict, model_config, topology, backbone_only=args.backbone_only,
-                        seed=args.seed, source=args.torch_state_dict)
-    checkpoint_io.save_checkpoint(args.out, variables, model_config, topology)
-    if not args.backbone_only:
-      save_torch_extras(args.out, state_dict)
-  except (ValueError, ImportError, FileNotFoundError, FileExistsError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    raise SystemExit(2) from e
+  model_config = resolve_model_config(args.config)
+  topology = MeshTopology.load(args.topology)
+  state_dict = read_state_dict(args.torch_state_dict)
+  variables = convert(state_dict, model_config, topology, backbone_only=args.backbone_only,
+                      seed=args.seed, source=args.torch_state_dict)
+  checkpoint_io.save_checkpoint(args.out, variables, model_config, topology)
+  if not args.backbone_only:
+    save_torch_extras(args.out, state_dict)
   num = sum(np.size(x) for x in jax.tree.leaves(variables["params"]))
   print(f"wrote {args.out}: {num:,} parameters ({model_config.variant} SVR)")
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

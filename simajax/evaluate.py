@@ -34,6 +34,7 @@ import jax
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from simajax import cli
 from simajax import metrics as metrics_lib
 from simajax import runtime
 
@@ -46,7 +47,7 @@ MAX_HAND_SPAN_M = 1.0
 MAX_MEDIAN_COORD_M = 10.0
 
 
-class InputError(ValueError):
+class InputError(cli.UserError):
   """Bad evaluation input; the message names the file and the array."""
 
 
@@ -100,12 +101,12 @@ def load_hand_npz(path: str | pathlib.Path, units: str = "m",
   path = str(path)
   if units not in ("m", "mm"):
     raise InputError(f"units must be 'm' or 'mm', got {units!r}")
+  what = "joints [N, 21, 3] and verts [N, 778, 3]" + (", visibility [N]" if with_visibility
+                                                      else "")
   try:
-    data = np.load(path, allow_pickle=False)
+    data = cli.open_npz(path, what)
   except FileNotFoundError:
     raise InputError(f"{path}: file not found") from None
-  except (OSError, ValueError) as e:
-    raise InputError(f"{path}: not a readable .npz file ({e})") from None
   with data:
     for key in ("joints", "verts"):
       if key not in data.files:
@@ -376,7 +377,7 @@ def write_reports(results: dict, out_json: str | pathlib.Path,
 
 def build_parser() -> argparse.ArgumentParser:
   """The command-line parser (exposed so other entry points can extend it)."""
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog="python -m simajax.evaluate",
       description="Score hand-mesh predictions (JPE, VPE, PA-*, AUC, F@5/15, occlusion subsets).")
   parser.add_argument("--pred-npz", help="predictions: joints [N,21,3], verts [N,778,3]")
@@ -404,9 +405,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Runs the CLI; returns the exit status (0 ok, 2 bad input)."""
+  """Runs the CLI; returns 0. A bad input prints one line and exits with status 2 (``cli.run``)."""
+  return cli.run(_main, argv)
+
+
+def _main(argv: Sequence[str]) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
+  if args.batch_size is not None and args.batch_size < 1:
+    parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+  if not 0.0 < args.occlusion_threshold <= 1.0:
+    parser.error(f"--occlusion-threshold must lie in (0, 1] (a visible ratio), got "
+                 f"{args.occlusion_threshold}")
   runtime.configure_process()
   if args.checkpoint:
     if args.pred_npz or args.gt_npz:
@@ -415,17 +425,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not (args.pred_npz and args.gt_npz):
     parser.error("give --pred-npz and --gt-npz (or --checkpoint RUN_DIR)")
   args.batch_size = 256 if args.batch_size is None else args.batch_size
-  try:
-    pred = load_hand_npz(args.pred_npz, args.units)
-    gt = load_hand_npz(args.gt_npz, args.units, with_visibility=True)
-    if pred["joints"].shape[0] != gt["joints"].shape[0]:
-      raise InputError(f"{args.pred_npz} has {pred['joints'].shape[0]} examples but "
-                       f"{args.gt_npz} has {gt['joints'].shape[0]}")
-    if args.batch_size < 1:
-      raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-  except InputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  pred = load_hand_npz(args.pred_npz, args.units)
+  gt = load_hand_npz(args.gt_npz, args.units, with_visibility=True)
+  if pred["joints"].shape[0] != gt["joints"].shape[0]:
+    raise InputError(f"{args.pred_npz} has {pred['joints'].shape[0]} examples but "
+                     f"{args.gt_npz} has {gt['joints'].shape[0]}")
   results = score_predictions(pred["joints"], pred["verts"], gt["joints"], gt["verts"],
                               gt.get("visibility"), batch_size=args.batch_size,
                               occlusion_threshold=args.occlusion_threshold)
@@ -440,13 +444,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _evaluate_checkpoint(args) -> int:
   from simajax.training import evaluation  # pylint: disable=import-outside-toplevel
-  try:
-    results = evaluation.evaluate_run(args.checkpoint, config_spec=args.config, step=args.step,
-                                      split=args.split, batch_size=args.batch_size,
-                                      data_dir=args.data_dir)
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  results = evaluation.evaluate_run(args.checkpoint, config_spec=args.config, step=args.step,
+                                    split=args.split, batch_size=args.batch_size,
+                                    data_dir=args.data_dir)
   write_reports(results, args.out, args.table, args.plot, name=args.name)
   overall = results["metrics"]["overall"]
   run = results["run"]

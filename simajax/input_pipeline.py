@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipelines import schema
+from simajax.cli import UserError
 from simajax.preprocessing import augment, sample
 
 MODES = ("single_view", "multi_view")
@@ -123,7 +124,7 @@ def dataset_dir(dataset: str, data_dir: str) -> str:
 def _open_source(path: str, split: str):
   builder = tfds.builder_from_directory(path)
   if split not in builder.info.splits:
-    raise ValueError(f"{path}: no split '{split}' (has {sorted(builder.info.splits.keys())})")
+    raise UserError(f"{path}: no split '{split}' (has {sorted(builder.info.splits.keys())})")
   return builder.as_data_source(split)
 
 

@@ -49,3 +49,13 @@ def input_shapes(stage: str, image_size: int, num_views: int = 8) -> tuple:
     return (jax.ShapeDtypeStruct((1, num_views, image_size, image_size, 3), jnp.float32),
             jax.ShapeDtypeStruct((1, num_views), jnp.bool_))
   return (jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32),)
+
+
+def abstract_variables(model, stage: str, image_size: int) -> dict:
+  """Shapes and dtypes of a network's ``params`` and ``batch_stats`` (nothing is computed), to
+  check a checkpoint against before reading it."""
+  shapes = input_shapes(stage, image_size)
+  variables = jax.eval_shape(
+      lambda: model.lazy_init({"params": jax.random.key(0)}, *shapes, train=False))
+  return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from simajax import hand
+from simajax.cli import UserError
 from simajax.preprocessing import augment, crop
 from simajax.render import draw, mesh_io
 
@@ -91,7 +92,7 @@ def list_photos(paths: Sequence[PathLike]) -> list[pathlib.Path]:
 
   Raises:
     FileNotFoundError: naming a path that does not exist.
-    ValueError: for a directory with no images, or two photos with the same file stem (their
+    UserError: for a directory with no images, or two photos with the same file stem (their
       output files would collide).
   """
   photos = []
@@ -100,7 +101,7 @@ def list_photos(paths: Sequence[PathLike]) -> list[pathlib.Path]:
       found = sorted(p for p in path.iterdir()
                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
       if not found:
-        raise ValueError(f"{path}: directory has no {'/'.join(IMAGE_SUFFIXES)} files")
+        raise UserError(f"{path}: directory has no {'/'.join(IMAGE_SUFFIXES)} files")
       photos.extend(found)
     elif path.is_file():
       photos.append(path)
@@ -109,7 +110,7 @@ def list_photos(paths: Sequence[PathLike]) -> list[pathlib.Path]:
   by_stem = {}
   for path in photos:
     if path.stem in by_stem:
-      raise ValueError(f"{by_stem[path.stem]} and {path} would write the same output files "
+      raise UserError(f"{by_stem[path.stem]} and {path} would write the same output files "
                        f"{path.stem}.*; rename one of them")
     by_stem[path.stem] = path
   return photos
@@ -119,19 +120,19 @@ def parse_box(values: Any, source: str) -> np.ndarray:
   """A user box as float64 [4] (x0, y0, x1, y1).
 
   Raises:
-    ValueError: naming ``source``, unless the values are 4 finite numbers with x0 < x1, y0 < y1.
+    UserError: naming ``source``, unless the values are 4 finite numbers with x0 < x1, y0 < y1.
   """
   expected = "4 numbers [x0, y0, x1, y1] (photo pixels)"
   try:
     box = np.asarray(values, dtype=np.float64)
   except (TypeError, ValueError):
-    raise ValueError(f"{source}: box must be {expected}, got {values!r}") from None
+    raise UserError(f"{source}: box must be {expected}, got {values!r}") from None
   if box.shape != (4,):
-    raise ValueError(f"{source}: box must be {expected}, got {values!r}")
+    raise UserError(f"{source}: box must be {expected}, got {values!r}")
   if not np.all(np.isfinite(box)):
-    raise ValueError(f"{source}: box values must be finite, got {values!r}")
+    raise UserError(f"{source}: box values must be finite, got {values!r}")
   if box[2] <= box[0] or box[3] <= box[1]:
-    raise ValueError(f"{source}: box must have x0 < x1 and y0 < y1, got {values!r}")
+    raise UserError(f"{source}: box must have x0 < x1 and y0 < y1, got {values!r}")
   return box
 
 
@@ -146,7 +147,7 @@ def read_boxes_json(path: PathLike) -> dict[str, tuple[Optional[np.ndarray], Opt
     key -> (box or None, left or None).
 
   Raises:
-    FileNotFoundError / ValueError: naming the file and the entry at fault.
+    FileNotFoundError / UserError: naming the file and the entry at fault.
   """
   path = pathlib.Path(path)
   if not path.is_file():
@@ -154,9 +155,9 @@ def read_boxes_json(path: PathLike) -> dict[str, tuple[Optional[np.ndarray], Opt
   try:
     raw = json.loads(path.read_text())
   except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ValueError(f"{path}: not valid JSON ({e})") from e
+    raise UserError(f"{path}: not valid JSON ({e})") from e
   if not isinstance(raw, dict):
-    raise ValueError(f"{path}: expected a JSON object {{file name: [x0, y0, x1, y1]}}, got "
+    raise UserError(f"{path}: expected a JSON object {{file name: [x0, y0, x1, y1]}}, got "
                      f"{type(raw).__name__}")
   entries = {}
   for key, value in raw.items():
@@ -164,10 +165,10 @@ def read_boxes_json(path: PathLike) -> dict[str, tuple[Optional[np.ndarray], Opt
     if isinstance(value, dict):
       unknown = sorted(set(value) - {"box", "left"})
       if unknown:
-        raise ValueError(f"{source}: unknown fields {unknown} (expected 'box' and/or 'left')")
+        raise UserError(f"{source}: unknown fields {unknown} (expected 'box' and/or 'left')")
       left = value.get("left")
       if left is not None and not isinstance(left, bool):
-        raise ValueError(f"{source}: 'left' must be true or false, got {left!r}")
+        raise UserError(f"{source}: 'left' must be true or false, got {left!r}")
       box = value.get("box")
       entries[key] = (None if box is None else parse_box(box, source), left)
     else:
@@ -187,11 +188,11 @@ def photo_specs(paths: Sequence[PathLike], *, box: Optional[Sequence[float]] = N
     left: every photo shows a left hand, unless its JSON entry says ``"left": false``.
 
   Raises:
-    ValueError / FileNotFoundError: naming the file or entry at fault; also when both ``box`` and
+    UserError / FileNotFoundError: naming the file or entry at fault; also when both ``box`` and
       ``boxes_json`` are given, or a JSON entry matches no photo.
   """
   if box is not None and boxes_json is not None:
-    raise ValueError("give either one box for all photos or a boxes JSON file, not both")
+    raise UserError("give either one box for all photos or a boxes JSON file, not both")
   photos = list_photos(paths)
   shared_box = None if box is None else parse_box(box, "--box")
   entries = {} if boxes_json is None else read_boxes_json(boxes_json)
@@ -200,7 +201,7 @@ def photo_specs(paths: Sequence[PathLike], *, box: Optional[Sequence[float]] = N
   for path in photos:
     keys = [k for k in (str(path), path.name) if k in entries]
     if len(keys) > 1:
-      raise ValueError(f"{boxes_json}: entries {keys} both name {path}")
+      raise UserError(f"{boxes_json}: entries {keys} both name {path}")
     photo_box, photo_left = shared_box, None
     if keys:
       used.add(keys[0])
@@ -208,7 +209,7 @@ def photo_specs(paths: Sequence[PathLike], *, box: Optional[Sequence[float]] = N
     specs.append(PhotoSpec(path, path.stem, photo_box, left if photo_left is None else photo_left))
   unused = sorted(set(entries) - used)
   if unused:
-    raise ValueError(f"{boxes_json}: entries {unused} match none of the photos "
+    raise UserError(f"{boxes_json}: entries {unused} match none of the photos "
                      f"{[p.name for p in photos]}")
   return specs
 
@@ -218,7 +219,7 @@ def read_photo(path: PathLike) -> np.ndarray:
   show it, so boxes and overlays use the displayed pixel coordinates).
 
   Raises:
-    ValueError: naming the file when it is not a readable image.
+    UserError: naming the file when it is not a readable image.
   """
   try:
     with Image.open(path) as image:
@@ -226,7 +227,7 @@ def read_photo(path: PathLike) -> np.ndarray:
       upright = ImageOps.exif_transpose(image)
       return np.asarray(upright.convert("RGB"))
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-    raise ValueError(f"{path}: not a readable image file ({e})") from e
+    raise UserError(f"{path}: not a readable image file ({e})") from e
 
 
 def square_crop_box(width: int, height: int, box: Optional[np.ndarray] = None,
@@ -241,7 +242,7 @@ def square_crop_box(width: int, height: int, box: Optional[np.ndarray] = None,
     source: names the photo in errors.
 
   Raises:
-    ValueError: when the box does not overlap the image or the crop is empty.
+    UserError: when the box does not overlap the image or the crop is empty.
   """
   if box is None:
     square = crop.full_image_box(width, height)
@@ -250,7 +251,7 @@ def square_crop_box(width: int, height: int, box: Optional[np.ndarray] = None,
     # The box's corners play the role of the official joints' min/max.
     square = crop.joints_box(np.array([box[:2], box[2:]]), width, height, expansion)
   if square is None:
-    raise ValueError(f"{source}: the crop box is empty (image {width}x{height}, box "
+    raise UserError(f"{source}: the crop box is empty (image {width}x{height}, box "
                      f"{None if box is None else box.tolist()})")
   return square
 
@@ -259,7 +260,7 @@ def check_box_in_image(box: np.ndarray, width: int, height: int, source: str = "
   """Raises ValueError, naming ``source``, when an (x0, y0, x1, y1) box misses the image."""
   x0, y0, x1, y1 = box
   if x1 < 0 or y1 < 0 or x0 > width - 1 or y0 > height - 1:
-    raise ValueError(f"{source}: box {np.asarray(box).tolist()} lies outside the {width}x{height} "
+    raise UserError(f"{source}: box {np.asarray(box).tolist()} lies outside the {width}x{height} "
                      f"image (pixel centres 0..{width - 1}, 0..{height - 1})")
 
 

@@ -70,7 +70,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from simajax import checkpoint_io, config_lib, model_setup, photo, runtime
+from simajax import checkpoint_io, cli, config_lib, model_setup, photo, runtime
+from simajax.cli import UserError
 from simajax.convert import resolve_model_config
 from simajax.mesh import MeshTopology
 from simajax.models import OUTPUT_KEYS, build_svr
@@ -88,19 +89,19 @@ def validate_images(images: np.ndarray, input_size: int, source: str = "images")
   """Checks a batch of crops: [B, S, S, 3], float32, finite, within [0, 1].
 
   Raises:
-    ValueError: naming ``source`` and what was expected.
+    UserError: naming ``source`` and what was expected.
   """
   expected = f"[B, {input_size}, {input_size}, 3]"
   if images.ndim != 4 or images.shape[1:] != (input_size, input_size, 3) or not images.shape[0]:
-    raise ValueError(f"{source}: expected shape {expected} (NHWC RGB crops), got "
+    raise UserError(f"{source}: expected shape {expected} (NHWC RGB crops), got "
                      f"{list(images.shape)}")
   if images.dtype != np.float32:
-    raise ValueError(f"{source}: expected dtype float32 (RGB / 255), got {images.dtype}")
+    raise UserError(f"{source}: expected dtype float32 (RGB / 255), got {images.dtype}")
   if not np.all(np.isfinite(images)):
-    raise ValueError(f"{source}: contains NaN or infinite values")
+    raise UserError(f"{source}: contains NaN or infinite values")
   lo, hi = float(images.min()), float(images.max())
   if lo < 0.0 or hi > 1.0:
-    raise ValueError(f"{source}: values must lie in [0, 1] (RGB / 255, no mean/std "
+    raise UserError(f"{source}: values must lie in [0, 1] (RGB / 255, no mean/std "
                      f"normalisation), got range [{lo:.4g}, {hi:.4g}]")
 
 
@@ -124,7 +125,7 @@ class Predictor:
     """Runs the model on [B, S, S, 3] crops; returns OUTPUT_KEYS -> [B, ...] numpy arrays.
 
     Raises:
-      ValueError: for invalid images, naming ``source``.
+      UserError: for invalid images, naming ``source``.
     """
     validate_images(images, self.model.input_size, source)
     num = images.shape[0]
@@ -144,20 +145,19 @@ def read_images(path: str | pathlib.Path) -> np.ndarray:
   """The ``images`` array of an .npz file.
 
   Raises:
-    ValueError / FileNotFoundError: naming the file and what was expected.
+    UserError / FileNotFoundError: naming the file and what was expected.
   """
   path = pathlib.Path(path)
   if not path.exists():
     raise FileNotFoundError(f"images file not found: {path}")
-  try:
-    data = np.load(path, allow_pickle=False)
-  except (OSError, ValueError) as e:
-    raise ValueError(f"{path}: not a readable .npz file ({e})") from e
-  with data:
+  with cli.open_npz(path, "images [B, S, S, 3] float32 in [0, 1]") as data:
     if "images" not in data.files:
-      raise ValueError(f"{path}: no 'images' array (found {sorted(data.files)}); expected "
-                       f"images [B, S, S, 3] float32 in [0, 1]")
-    return data["images"]
+      raise UserError(f"{path}: no 'images' array (found {sorted(data.files)}); expected "
+                      f"images [B, S, S, 3] float32 in [0, 1]")
+    try:
+      return data["images"]
+    except ValueError as e:  # an object array, which would need pickle
+      raise UserError(f"{path}: array 'images' could not be read ({e})") from None
 
 
 def load_model(checkpoint: str | os.PathLike, step: Optional[int] = None,
@@ -176,12 +176,13 @@ def load_model(checkpoint: str | os.PathLike, step: Optional[int] = None,
 
   Raises:
     FileNotFoundError: when the directory is neither kind, or a run has no checkpoint.
-    ValueError: for an MVR run, an unknown step, or variables that do not fit the model.
+    UserError: for an MVR run, an unknown or damaged step, or variables that do not fit the
+      model.
   """
   path = pathlib.Path(checkpoint).absolute()
   if (path / checkpoint_io.VARIABLES_DIR).is_dir() or (path / checkpoint_io.CONFIG_FILE).exists():
     if step is not None:
-      raise ValueError(f"--step {step}: {path} is an export directory (one set of weights); "
+      raise UserError(f"--step {step}: {path} is an export directory (one set of weights); "
                        "--step selects a checkpoint of a training run directory")
     return checkpoint_io.load_checkpoint(path, model_config), f"export directory {path}"
   run_dir = path
@@ -200,7 +201,7 @@ def _load_run(run_dir: pathlib.Path, step, model_config):
   config = config_lib.load_config(str(run_dir / RUN_CONFIG_FILE))
   stage = config.get("stage")
   if stage != "svr":
-    raise ValueError(
+    raise UserError(
         f"{run_dir}: a stage {stage!r} run. Only SVR runs (stage 'svr') predict from single "
         "images; the MVR teacher fuses the 8 calibrated views of its dataset. Predict with the "
         f"SVR run it taught, or score it with: python -m simajax.evaluate --checkpoint {run_dir}")
@@ -209,42 +210,21 @@ def _load_run(run_dir: pathlib.Path, step, model_config):
               else model_setup.load_topology(config))
   model = build_svr(model_config or config.model, topology)
   ckpt_dir = run_dir / RUN_CHECKPOINT_DIR
-  steps = sorted(ocp.utils.checkpoint_steps(ckpt_dir)) if ckpt_dir.is_dir() else []
-  if not steps:
+  if not (ckpt_dir.is_dir() and ocp.utils.checkpoint_steps(ckpt_dir)):
     raise FileNotFoundError(f"training run {run_dir}: no checkpoint in {ckpt_dir}")
-  if step is not None and step not in steps:
-    raise ValueError(f"--step {step}: training run {run_dir} has checkpoints at steps {steps}")
   best = dict(best_metric=config.checkpoint.get("best_metric"),
               best_mode=config.checkpoint.get("best_mode", "min"))
-  chosen = checkpointing.resolve_step(ckpt_dir, step, **best)
-  restored = checkpointing.restore_params_only(ckpt_dir, chosen, **best)
-  variables = _fit_variables(restored, checkpoint_io.abstract_variables(model),
-                             f"{ckpt_dir}/{chosen}")
+  abstract = checkpoint_io.abstract_variables(model)
+  expected = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
+  # The named step, or the best (else latest) one that restores (a damaged one is skipped with
+  # a warning); a checkpoint of another variant is refused before it is read.
+  restored, chosen = checkpointing.restore_params(ckpt_dir, step, **best, expected=expected)
+  variables = jax.device_put(
+      jax.tree.map(lambda a, t: np.asarray(a, t.dtype), restored, expected), jax.devices()[0])
   how = "--step" if step is not None else (
       f"best by {best['best_metric']!r}, else latest" if best["best_metric"] else "latest")
   return (checkpoint_io.LoadedModel(model, variables, model_config or config.model, topology),
           f"training run {run_dir}, step {chosen} ({how})")
-
-
-def _fit_variables(restored, abstract, source):
-  """The restored params/batch_stats on the default device, checked against the model."""
-  expected = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
-
-  def shapes(tree):
-    return {jax.tree_util.keystr(path): tuple(np.shape(leaf))
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-  got, want = shapes(restored), shapes(expected)
-  if got != want:
-    missing = sorted(set(want) - set(got))
-    unknown = sorted(set(got) - set(want))
-    misshaped = sorted(f"{k}: expected {list(want[k])}, got {list(got[k])}"
-                       for k in set(want) & set(got) if want[k] != got[k])
-    raise ValueError(f"{source}: the checkpoint does not fit the model (wrong --config?); "
-                     f"{len(missing)} missing {missing[:5]}, {len(unknown)} unknown "
-                     f"{unknown[:5]}, {len(misshaped)} misshaped {misshaped[:5]}")
-  return jax.device_put(jax.tree.map(lambda a, t: np.asarray(a, t.dtype), restored, expected),
-                        jax.devices()[0])
 
 
 def predict_photos(predictor: Predictor, specs: Sequence[photo.PhotoSpec],
@@ -266,7 +246,7 @@ def predict_photos(predictor: Predictor, specs: Sequence[photo.PhotoSpec],
     The arrays written to ``predictions.npz`` (see the module docstring).
 
   Raises:
-    ValueError: for unreadable photos or bad boxes, naming the file; every photo is read and
+    UserError: for unreadable photos or bad boxes, naming the file; every photo is read and
       cropped before the model runs.
   """
   size = predictor.model.input_size
@@ -315,10 +295,14 @@ def predict_photos(predictor: Predictor, specs: Sequence[photo.PhotoSpec],
   return results
 
 
-def main(argv: list[str] | None = None) -> None:
-  """CLI entry point (see the module docstring)."""
-  parser = argparse.ArgumentParser(prog="python -m simajax.predict", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+  """CLI entry point (see the module docstring); a bad input prints one line, exit status 2."""
+  return cli.run(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+  parser = cli.ArgumentParser(prog="python -m simajax.predict", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--checkpoint", required=True,
                       help="export dir (simajax.convert) or training run dir")
   parser.add_argument("--step", type=int, help="checkpoint step of a training run dir")
@@ -377,34 +361,31 @@ def main(argv: list[str] | None = None) -> None:
   for flag, value in (("--max-hands", args.max_hands), ("--max-frames", args.max_frames),
                       ("--batch-size", args.batch_size)):
     if value is not None and value < 1:
-      parser.error(f"{flag} must be positive, got {value}")
-  try:
-    model_config = resolve_model_config(args.config) if args.config else None
-    if streaming:
-      _predict_stream(args, model_config)
-      return
-    batch_size = args.batch_size or 32
-    if args.images is not None:
-      specs = photo.photo_specs(args.images, box=args.box, boxes_json=args.boxes_json,
-                                left=args.left)
-      loaded, description = load_model(args.checkpoint, args.step, model_config)
-      print(f"model: {description}")
-      predictor = Predictor(loaded, min(batch_size, len(specs)))
-      predict_photos(predictor, specs, args.out_dir, loaded.topology,
-                     expansion=args.box_expansion, overlays=not args.no_overlay)
-      print(f"wrote {len(specs)} predictions to {args.out_dir} (predictions.npz, meshes"
-            f"{'' if args.no_overlay else ', overlays'})")
-      return
-    images = read_images(args.images_npz)
+      parser.error(f"{flag} must be >= 1, got {value}")
+  model_config = resolve_model_config(args.config) if args.config else None
+  if streaming:
+    _predict_stream(args, model_config)
+    return 0
+  batch_size = args.batch_size or 32
+  if args.images is not None:
+    specs = photo.photo_specs(args.images, box=args.box, boxes_json=args.boxes_json,
+                              left=args.left)
     loaded, description = load_model(args.checkpoint, args.step, model_config)
-    predictor = Predictor(loaded, batch_size)
-    outputs = predictor(images, f"{args.images_npz}: images")
-  except (ValueError, FileNotFoundError, ImportError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    raise SystemExit(2) from e
+    print(f"model: {description}")
+    predictor = Predictor(loaded, min(batch_size, len(specs)))
+    predict_photos(predictor, specs, args.out_dir, loaded.topology,
+                   expansion=args.box_expansion, overlays=not args.no_overlay)
+    print(f"wrote {len(specs)} predictions to {args.out_dir} (predictions.npz, meshes"
+          f"{'' if args.no_overlay else ', overlays'})")
+    return 0
+  images = read_images(args.images_npz)
+  loaded, description = load_model(args.checkpoint, args.step, model_config)
+  predictor = Predictor(loaded, batch_size)
+  outputs = predictor(images, f"{args.images_npz}: images")
   np.savez(args.out, **outputs)
   print(f"wrote {args.out}: {images.shape[0]} predictions ({', '.join(OUTPUT_KEYS)}) from "
         f"{description}")
+  return 0
 
 
 def _predict_stream(args, model_config) -> None:
@@ -434,4 +415,4 @@ def _predict_stream(args, model_config) -> None:
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

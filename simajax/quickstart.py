@@ -20,13 +20,14 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 from typing import Optional, Sequence
 
 import jax
 import numpy as np
 
-from simajax import config_lib, evaluate, input_pipeline, model_setup, runtime, train
+from simajax import cli, config_lib, evaluate, input_pipeline, model_setup, runtime, train
 from simajax.training import checkpointing, evaluation
 
 DATASET = "synthetic_hands/small"
@@ -160,9 +161,14 @@ def run(workdir: str, data_dir: str, *, variant: str = "small", mvr_steps: Optio
   return results
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m simajax.quickstart", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """CLI entry point (see the module docstring); a bad input prints one line, exit status 2."""
+  return cli.run(_main, argv)
+
+
+def _main(argv: Sequence[str]) -> int:
+  parser = cli.ArgumentParser(prog="python -m simajax.quickstart", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", default="runs/quickstart")
   parser.add_argument("--data-dir", default="data/tfds")
   # The tiny model and a few hundred steps keep the whole job near a quarter of an hour on a
@@ -174,11 +180,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                       help="SVR training steps (0: the config's 12 epochs)")
   parser.add_argument("--examples", type=int, default=4, help="example meshes/overlays to write")
   args = parser.parse_args(argv)
+  for flag in ("mvr_steps", "svr_steps", "examples"):
+    if getattr(args, flag) < 0:
+      parser.error(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
+  for flag in ("workdir", "data_dir"):
+    path = os.path.expanduser(getattr(args, flag))
+    if os.path.exists(path) and not os.path.isdir(path):
+      raise cli.UserError(f"--{flag.replace('_', '-')} {path}: exists and is not a directory")
   runtime.configure_process()
   logging.basicConfig(level=logging.WARNING)
   run(args.workdir, args.data_dir, variant=args.variant, mvr_steps=args.mvr_steps,
       svr_steps=args.svr_steps, examples=args.examples)
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import sys
 from typing import Any, NamedTuple, Optional
 
 from absl import app, flags
@@ -29,7 +30,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from simajax import config_lib, input_pipeline, losses, model_setup, runtime
+from simajax import cli, config_lib, input_pipeline, losses, model_setup, runtime
 from simajax.training import checkpointing, evaluation, logs, optim, sharding, steps
 
 FLAGS = flags.FLAGS
@@ -55,22 +56,26 @@ def load_teacher(config: ml_collections.ConfigDict, topology, mesh):
   """
   teacher_dir = config.distill.teacher_checkpoint
   if not teacher_dir:
-    raise ValueError("distill.enabled is True but distill.teacher_checkpoint is not set: pass "
-                     "--config.distill.teacher_checkpoint=<MVR workdir> (or disable distillation "
-                     "with --config.distill.enabled=False for the plain SVR baseline)")
+    raise cli.UserError("distill.enabled is True but distill.teacher_checkpoint is not set: "
+                        "pass --config.distill.teacher_checkpoint=<MVR workdir> (or disable "
+                        "distillation with --config.distill.enabled=False for the plain SVR "
+                        "baseline)")
   teacher_config_path = config.distill.teacher_config or os.path.join(teacher_dir, CONFIG_FILE)
   if not os.path.exists(teacher_config_path):
     raise FileNotFoundError(f"teacher config {teacher_config_path} not found (an MVR workdir "
                             f"has a {CONFIG_FILE}; or set distill.teacher_config)")
   teacher_config = config_lib.load_config(teacher_config_path)
   if teacher_config.stage != "mvr":
-    raise ValueError(f"{teacher_config_path}: the teacher must be an MVR run, got stage "
-                     f"{teacher_config.stage!r}")
+    raise cli.UserError(f"{teacher_config_path}: the teacher must be an MVR run, got stage "
+                        f"{teacher_config.stage!r}")
   teacher = model_setup.build_model(teacher_config, topology, stage="mvr")
   ckpt = evaluation.checkpoint_dir_of(teacher_dir)
-  variables = checkpointing.restore_params_only(
+  # Its best (else latest) checkpoint that restores: a damaged one is skipped with a warning.
+  variables = checkpointing.restore_params(
       ckpt, best_metric=teacher_config.checkpoint.best_metric,
-      best_mode=teacher_config.checkpoint.best_mode)
+      best_mode=teacher_config.checkpoint.best_mode,
+      expected=model_setup.abstract_variables(teacher, "mvr",
+                                              teacher_config.data.image_size)).variables
   variables = jax.device_put(variables, sharding.state_shardings(mesh, variables))
   return teacher, variables
 
@@ -81,7 +86,7 @@ def merge_modules(fresh: dict, loaded: dict, modules: list[str], source: str) ->
   A module in neither tree is skipped (e.g. one without BatchNorm, in ``batch_stats``).
 
   Raises:
-    ValueError: naming ``source`` when a module is missing from either tree or its parameter
+    UserError: naming ``source`` when a module is missing from either tree or its parameter
       names or shapes differ.
   """
   if not modules:
@@ -93,11 +98,11 @@ def merge_modules(fresh: dict, loaded: dict, modules: list[str], source: str) ->
       continue
     if name not in loaded or name not in fresh:
       where = "the checkpoint" if name not in loaded else "this model"
-      raise ValueError(f"init_from: module {name!r} is not in {where} ({source}; checkpoint "
-                       f"modules: {sorted(loaded)}, model modules: {sorted(fresh)})")
+      raise cli.UserError(f"init_from: module {name!r} is not in {where} ({source}; checkpoint "
+                          f"modules: {sorted(loaded)}, model modules: {sorted(fresh)})")
     if shapes(loaded[name]) != shapes(fresh[name]):
-      raise ValueError(f"init_from: module {name!r} of {source} has other parameter names or "
-                       f"shapes than this model's (a different model variant?)")
+      raise cli.UserError(f"init_from: module {name!r} of {source} has other parameter names "
+                          f"or shapes than this model's (a different model variant?)")
     merged[name] = loaded[name]
   return merged
 
@@ -207,9 +212,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       os.path.join(workdir, CHECKPOINT_DIR), max_to_keep=config.checkpoint.max_to_keep,
       best_metric=config.checkpoint.best_metric, best_mode=config.checkpoint.best_mode,
       keep_best=config.checkpoint.keep_best, async_save=config.checkpoint.async_save)
-  if ckpt.latest_step() is not None:
-    state, data_position = ckpt.restore(
-        None, checkpointing.abstract_with_shardings(abstract_state, state_shardings))
+  # The newest checkpoint that restores completely: damaged newer ones are moved aside, with a
+  # warning each (checkpointing.Checkpointer.restore_newest_intact).
+  resumed = ckpt.restore_newest_intact(
+      checkpointing.abstract_with_shardings(abstract_state, state_shardings))
+  if resumed is not None:
+    state, data_position, _ = resumed
     train_iter.set_state(data_position)
     log.info("resumed from %s at step %d", ckpt.directory, int(state["step"]))
   else:
@@ -302,14 +310,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
 
 def main(argv):
+  """absl entry point: trains ``--config`` in ``--workdir``. A user error (a bad config value, a
+  missing file or teacher, no intact checkpoint) prints one line and exits with status 2."""
   del argv
   runtime.configure_process()
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-  train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  if not FLAGS["verbosity"].present:
+    # The libraries' INFO chatter (TFDS, orbax, JAX) off by default; the trainer's own kept.
+    for name in ("", "absl"):
+      logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("simajax").setLevel(logging.INFO)
+
+  def train(_):
+    train_and_evaluate(cli.config_flag_value(FLAGS, "config"), FLAGS.workdir)
+
+  cli.run(train, sys.argv[1:])
 
 
 if __name__ == "__main__":
   config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+  flags.DEFINE_bool("verbose", False, f"Show tracebacks of errors (also: {cli.DEBUG_ENV}=1).")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: cli.parse_absl_flags(FLAGS, argv))

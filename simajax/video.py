@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterator, Optional, Protocol, Sequence, Union
 import numpy as np
 
 from simajax import photo
+from simajax.cli import UserError
 from simajax.extras import require
 from simajax.hand_detector import Detection, HandDetector
 from simajax.mesh import MeshTopology
@@ -107,7 +108,7 @@ class _PyAVSource:
     self.name = name
     if not container.streams.video:
       container.close()
-      raise ValueError(f"{name}: no video stream")
+      raise UserError(f"{name}: no video stream")
     self._stream = container.streams.video[0]
     self._stream.thread_type = "AUTO"
     self.num_frames = int(self._stream.frames) or None
@@ -131,7 +132,7 @@ class _PyAVSource:
                     float((pts - start) * self.time_base), pts - start)
         index += 1
     except av.error.FFmpegError as e:
-      raise ValueError(f"{self.name}: cannot decode frame {index} ({_one_line(e)})") from e
+      raise UserError(f"{self.name}: cannot decode frame {index} ({_one_line(e)})") from e
 
   def close(self) -> None:
     self._container.close()
@@ -153,7 +154,7 @@ class VideoFileSource(_PyAVSource):
     try:
       container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as e:
-      raise ValueError(f"{path}: not a readable video ({_one_line(e)})") from e
+      raise UserError(f"{path}: not a readable video ({_one_line(e)})") from e
     super().__init__(container, str(path))
 
 
@@ -171,10 +172,10 @@ def webcam_input(device: Union[int, str]) -> tuple[str, str]:
     return "avfoundation", index
   if system == "Windows":
     if index.isdigit():
-      raise ValueError(f"--webcam {device}: on Windows give the camera's name (as "
+      raise UserError(f"--webcam {device}: on Windows give the camera's name (as "
                        "'ffmpeg -list_devices true -f dshow -i dummy' lists it)")
     return "dshow", f"video={index}"
-  raise ValueError(f"--webcam: no known capture format for {system}")
+  raise UserError(f"--webcam: no known capture format for {system}")
 
 
 class WebcamSource(_PyAVSource):
@@ -193,7 +194,7 @@ class WebcamSource(_PyAVSource):
     try:
       container = av.open(name, format=fmt)
     except av.error.FFmpegError as e:
-      raise ValueError(f"--webcam {device}: cannot open camera {name} ({fmt}: "
+      raise UserError(f"--webcam {device}: cannot open camera {name} ({fmt}: "
                        f"{_one_line(e)})") from e
     super().__init__(container, f"webcam {device}")
     self.num_frames = None  # a camera goes on
@@ -452,7 +453,7 @@ def predict_video(predictor, source: FrameSource, out_dir: PathLike, topology: M
       writer.close()
     source.close()
   if not frames:
-    raise ValueError(f"{source.name}: no frames")
+    raise UserError(f"{source.name}: no frames")
   results = _collect(frames, hands, frame_size, source.name, topology.level_sizes[0])
   np.savez(out_dir / PREDICTIONS_FILE, **results)
   no_hand = int(np.sum(results["frame_num_hands"] == 0))

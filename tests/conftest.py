@@ -42,3 +42,61 @@ def reference_topology(shared_dir):
   """The official mesh topology from shared/mesh_reference/assets.npz."""
   from simajax.mesh import MeshTopology
   return MeshTopology.load(shared_dir / "mesh_reference" / "assets.npz")
+
+
+# ----------------------------------------------------------------------------------------------
+# A tiny SVR without training: its topology (SynthHand's), weights, an export directory and a
+# training run directory with two checkpoints. Shared by the prediction and CLI tests; nothing
+# here compiles. (JAX-using modules are imported inside the fixtures: see the env set above.)
+
+
+@pytest.fixture(scope="module")
+def topology():
+  """The mesh topology of the built-in SynthHand (built once, cached on disk)."""
+  import ml_collections
+  from simajax import model_setup
+  return model_setup.load_topology(ml_collections.ConfigDict({"topology": None,
+                                                              "hand_model": None}))
+
+
+@pytest.fixture(scope="module")
+def make_variables(topology):
+  """seed -> recipe-scaled random weights of the tiny SVR (O(1) activations, no compiled init)."""
+  from parity_recipe import he_variables
+  from simajax import checkpoint_io
+  from simajax.models import build_svr, svr_config
+  abstract = checkpoint_io.abstract_variables(build_svr(svr_config("tiny"), topology))
+  return lambda seed: he_variables(abstract, topology, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def export_ckpt(tmp_path_factory, topology, make_variables):
+  """An export directory (``simajax.convert``'s layout) of the tiny SVR with seed-0 weights."""
+  from simajax import checkpoint_io
+  from simajax.models import svr_config
+  path = tmp_path_factory.mktemp("export") / "ckpt"
+  checkpoint_io.save_checkpoint(path, make_variables(0), svr_config("tiny"), topology)
+  return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, topology, make_variables):
+  """A training run dir with two checkpoints: step 10 (best pa_vpe, the export's weights) and
+  step 20 (latest, seed-1 weights)."""
+  import numpy as np
+  from simajax import config_lib
+  from simajax.training import checkpointing
+  run = tmp_path_factory.mktemp("run")
+  config = config_lib.base_config("svr", variant="tiny")
+  (run / "config.json").write_text(config.to_json())
+  topology.save(run / "topology.npz")
+  ckpt = checkpointing.Checkpointer(run / "checkpoints", best_metric=config.checkpoint.best_metric,
+                                    best_mode=config.checkpoint.best_mode, async_save=False)
+  rng = np.asarray([0, 1], np.uint32)
+  for step, seed, vpe in ((10, 0, 1.0), (20, 1, 2.0)):
+    variables = make_variables(seed)
+    ckpt.save(step, {"params": variables["params"], "batch_stats": variables["batch_stats"],
+                     "step": np.int32(step), "opt_state": {}, "rng": rng},
+              {"position": step}, metrics={config.checkpoint.best_metric: vpe})
+  ckpt.close()
+  return run

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import pathlib
+import re
 import shutil
 
 import numpy as np
@@ -214,6 +215,49 @@ def test_mesh_and_frame_pose_match_the_planted_mano(dex, built):
   assert sides == {"right", "left"}
 
 
+def test_left_hands_are_mano_left_mirrored(dex, built):
+  """Left hands are posed with MANO_LEFT's own arrays, then mirrored (issue 15).
+
+  The fixture's MANO_LEFT keeps MANO_RIGHT's shapedirs, unmirrored, as the released file does,
+  and the left sequence has non-zero betas: the mirrored MANO_RIGHT hand is then centimetres
+  off the label, and only MANO_LEFT's own hand reproduces it.
+  """
+  truth, _, arrays = dex
+  _, records = built
+  left = [r for recs in records.values() for r in recs
+          if truth.frames[_parse(r)].side == "left"]
+  assert left
+  worst_mirrored_right = 0.0
+  for record in left:
+    ft = truth.frames[_parse(record)]
+    assert np.abs(ft.betas).max() > 0.3
+    joints_c = np.asarray(record["joints_canonical"], np.float64)
+    views = record["views"]
+    for v, serial in enumerate(fx.SERIALS):
+      if serial not in ft.views:
+        continue
+      label = ft.views[serial].joint_3d
+      rot = np.asarray(views["global_rot"][v], np.float64)
+      # The canonical hand mirrored back is MANO_LEFT's: with the view's rotation and wrist it
+      # reproduces the labelled joints (manopth's left middle tip 445 included).
+      joints = schema.derive_verts_cam(joints_c * MIRROR, joints_c * MIRROR, rot, label[0])
+      np.testing.assert_allclose(joints, label, atol=1e-5)
+      # What mirroring MANO_RIGHT's hand (mirrored pose: (x, y, z) -> (x, -y, -z)) gives.
+      mirrored_fingers = (ft.fingers.reshape(15, 3) * -MIRROR).reshape(45)
+      _, right_joints = mano_fixture.numpy_forward(arrays, np.zeros(3), mirrored_fingers,
+                                                   ft.betas, np.zeros(3))
+      wrong = schema.derive_verts_cam(right_joints * MIRROR, right_joints * MIRROR, rot, label[0])
+      worst_mirrored_right = max(worst_mirrored_right, np.abs(wrong - label).max())
+  assert worst_mirrored_right > 2e-3  # the test can tell the two constructions apart
+
+
+def test_every_stored_vis_ratio_lies_in_0_1(built):
+  _, records = built
+  ratios = np.concatenate([np.asarray(r["views"]["vis_ratio"])[r["views"]["view_valid"]]
+                           for recs in records.values() for r in recs])
+  assert ratios.size and np.all((ratios >= 0) & (ratios <= 1)), ratios
+
+
 def test_vis_ratio_is_seg_over_rendered_silhouette(dex, built):
   truth, _, _ = dex
   _, records = built
@@ -247,7 +291,8 @@ def test_handoccnet_config_takes_membership_from_the_json(dex, tmp_path):
 
 
 def test_input_pipeline_reads_both_modes(dex, built):
-  """Single view: every valid view once; a left hand comes out mirrored. Multi view: 8 views."""
+  """Single view: every valid view once; a left hand comes out mirrored, its targets agreeing
+  with the mirrored label. Multi view: 8 views."""
   from simajax import input_pipeline
   truth, _, _ = dex
   builder, records = built
@@ -259,12 +304,20 @@ def test_input_pipeline_reads_both_modes(dex, built):
                                       num_threads=1)
   batch = next(iter(input_pipeline.eval_iterable(config, process_index=0, process_count=1)))
   assert batch["image"].shape == (num_valid, 32, 32, 3) and batch["mask"].all()
+  sides = set()
   for b in range(num_valid):
     record = train[int(batch["frame_index"][b])]
     serial = fx.SERIALS[int(batch["view_index"][b])]
     ft = truth.frames[_parse(record)]
-    planted = ft.views[serial].verts * (MIRROR if ft.side == "left" else 1.0)
-    np.testing.assert_allclose(batch["verts_in_camera"][b], planted, atol=5e-5)
+    mirror = MIRROR if ft.side == "left" else 1.0
+    np.testing.assert_allclose(batch["verts_in_camera"][b], ft.views[serial].verts * mirror,
+                               atol=5e-5)
+    # The training targets (canonical joints rotated about the wrist) are the label's shape.
+    label = ft.views[serial].joint_3d * mirror
+    np.testing.assert_allclose(batch["joints_cam"][b] - batch["joints_cam"][b][0],
+                               label - label[0], atol=1e-5)
+    sides.add(ft.side)
+  assert sides == {"right", "left"}
 
   multi = input_pipeline.InputConfig(dataset="dexycb/s0", data_dir=data_dir, split="test",
                                      mode="multi_view", batch_size=2, image_size=32,
@@ -358,7 +411,65 @@ def test_bad_label_file_is_named(dex, damaged, change, message):
     _first_items(damaged, right)
 
 
+def test_vis_ratio_above_one_is_an_error_naming_the_view(dex, damaged):
+  truth, right, _ = dex
+  path = _view_file(damaged, truth, "labels", view=6)
+  with np.load(path) as npz:
+    data = dict(npz)
+  data["seg"] = np.full_like(data["seg"], 255)  # a "hand" mask covering the whole image
+  np.savez(path, **data)
+  with pytest.raises(rc.DatasetFormatError,
+                     match=rf"{path} \(view 6, camera {fx.SERIALS[6]}, right hand\): "
+                           r"vis_ratio \d+\.\d+ is outside \[0, 1\]"):
+    _first_items(damaged, right)
+
+
 def test_missing_subjects_are_reported(tmp_path):
   (tmp_path / "calibration").mkdir()
   with pytest.raises(FileNotFoundError, match="no Dex-YCB subject folder"):
     layout.list_sequences(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# The build CLI on bad input: one line, exit status 2, no split written (issue 15).
+
+
+def _build_cli(capsys, root, mano, data_dir):
+  from data_pipelines import build
+  try:
+    status = build.main(["dexycb/s0", "--data_dir", str(data_dir), "--manual_dir", str(root),
+                         "--mano", str(mano)])
+  except SystemExit as e:
+    status = e.code
+  # TFDS draws its progress bars on stderr too (cursor-up escapes, carriage returns): apart from
+  # them, stderr must hold the one error line.
+  err = re.sub(r"\x1b\[A|\r", "\n", capsys.readouterr().err).splitlines()
+  err = [line.strip() for line in err if line.strip()
+         and not line.strip().startswith(("Generating", "Shuffling", "Dataset dexycb",
+                                          "Downloading and preparing"))]
+  written = [p for p in data_dir.rglob("*") if "array_record" in p.name
+             or p.name == "dataset_info.json" or "incomplete" in p.name] if data_dir.exists() else []
+  return status, err, written
+
+
+def test_build_cli_refuses_a_left_model_named_right(dex, damaged, tmp_path, capsys):
+  _, right, arrays = dex
+  swapped = tmp_path / "swapped" / "MANO_RIGHT.pkl"
+  swapped.parent.mkdir()
+  mano_fixture.write_mano_pickle(swapped, mano_fixture.left_arrays(arrays))
+  status, err, written = _build_cli(capsys, damaged, swapped, tmp_path / "tfds")
+  assert status == 2 and written == [] and err == [
+      f"error: {swapped}: this MANO file holds a LEFT hand (its rest-pose geometry: thumb and "
+      "palm of a left hand), but it was loaded as the right hand (side='right' was asked for); "
+      "use MANO_RIGHT.pkl from mano_v1_2.zip, or check whether the two files were swapped or "
+      "renamed"]
+
+
+def test_build_cli_stops_at_a_truncated_label_file_without_a_partial_split(dex, damaged,
+                                                                           tmp_path, capsys):
+  truth, right, _ = dex
+  path = _view_file(damaged, truth, "labels", view=4, frame=1)
+  path.write_bytes(path.read_bytes()[:200])
+  status, err, written = _build_cli(capsys, damaged, right, tmp_path / "tfds")
+  assert status == 2 and written == [], (err, written)
+  assert len(err) == 1 and err[0].startswith(f"error: {path}: unreadable labels file ("), err

@@ -37,8 +37,12 @@ def files(tmp_path):
 
 
 def _run(tmp_path, *extra, pred="pred.npz", gt="gt.npz"):
-  return evaluate.main(["--pred-npz", str(tmp_path / pred), "--gt-npz", str(tmp_path / gt),
-                        "--out", str(tmp_path / "out" / "metrics.json"), *extra])
+  """The CLI's exit status: main's return value, or the status of its SystemExit."""
+  try:
+    return evaluate.main(["--pred-npz", str(tmp_path / pred), "--gt-npz", str(tmp_path / gt),
+                          "--out", str(tmp_path / "out" / "metrics.json"), *extra])
+  except SystemExit as e:
+    return e.code
 
 
 def test_cli_writes_hand_computable_metrics_table_and_plot(files, capsys):
@@ -141,6 +145,7 @@ def test_bad_input_is_named(files, capsys, file, changes, words):
   _corrupt(tmp_path, file, **changes)
   assert _run(tmp_path) == 2
   err = capsys.readouterr().err
+  assert len(err.splitlines()) == 1 and err.startswith("error: "), err
   for word in words:
     assert word in err
   assert not (tmp_path / "out" / "metrics.json").exists()

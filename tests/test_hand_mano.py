@@ -10,21 +10,23 @@ import types
 import numpy as np
 import pytest
 
-from simajax.hand import convert_mano_pickle, load_hand_model, load_mano, read_mano_pickle
+from fixtures import mano_fixture
+from simajax.cli import UserError
+from simajax.hand import (convert_mano_pickle, load_hand_model, load_mano, mirror_hand_model,
+                          read_mano_pickle, synthhand_model)
 from simajax.hand import mano as mano_module
 
 NV = 778
 
 
 def official_arrays(seed: int = 0) -> dict:
-  """Random arrays with the keys, shapes and dtypes of MANO_RIGHT.pkl (docs/DATASETS.md §3.1)."""
+  """Random arrays with the keys, shapes and dtypes of MANO_RIGHT.pkl (docs/DATASETS.md §3.1),
+  with joints laid out like a right hand's (the loader checks the side from them)."""
   rng = np.random.default_rng(seed)
-  j_reg = rng.random((16, NV)) * (rng.random((16, NV)) < 0.04)
-  j_reg[:, 0] += 1e-3  # no empty rows
-  j_reg /= j_reg.sum(1, keepdims=True)
   weights = rng.random((NV, 16)) ** 6
   weights /= weights.sum(1, keepdims=True)
   v_template = rng.normal(0.0, 0.04, (NV, 3))
+  j_reg = mano_fixture.hand_like_regressor(v_template, rng, per_joint=30)
   kintree = np.array([[4294967295, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14],
                       list(range(16))], dtype=np.int64)
   return {
@@ -125,7 +127,7 @@ def test_plain_pickle(tmp_path):
 
 
 def test_chumpy_pickle_with_stand_ins(tmp_path, chumpy_classes):
-  arrays = official_arrays(1)
+  arrays = mano_fixture.mirror_arrays(official_arrays(1))  # a left hand
   path = tmp_path / "MANO_LEFT.pkl"
   write_chumpy_pickle(path, arrays, chumpy_classes, np.random.default_rng(2))
   raw = open(path, "rb").read()
@@ -210,3 +212,55 @@ def test_bad_files_name_the_file_and_key(tmp_path):
     read_mano_pickle(path)
   with pytest.raises(FileNotFoundError, match="nowhere.pkl"):
     load_mano(tmp_path / "nowhere.pkl")
+
+
+# ----------------------------------------------------------------------------------------------
+# Handedness from the geometry.
+
+
+def test_side_is_read_from_the_geometry_of_known_hands(shared_dir):
+  # SynthHand is built as a right hand; its mirror image is a left one.
+  synth = synthhand_model()
+  assert mano_module.geometric_side(synth.v_template, synth.J_regressor)[0] == "right"
+  left = mirror_hand_model(synth)
+  side, sine = mano_module.geometric_side(left.v_template, left.J_regressor)
+  assert side == "left" and sine < -mano_module.MIN_HANDEDNESS
+  # The official template (MANO_RIGHT's mesh, posed; shared/mesh_reference) and its 16 MANO
+  # joint rows, taken back from the 21-joint order (README of mesh_reference).
+  with np.load(shared_dir / "mesh_reference" / "assets.npz") as ref:
+    verts, regressor = ref["verts_0"], ref["joint_regressor"]
+  mano_rows = [0, 5, 6, 7, 9, 10, 11, 17, 18, 19, 13, 14, 15, 1, 2, 3]
+  side, sine = mano_module.geometric_side(verts, regressor[mano_rows])
+  assert side == "right" and sine > 0.3
+  assert mano_module.geometric_side(verts * [-1, 1, 1], regressor[mano_rows])[0] == "left"
+
+
+def test_wrongly_named_or_sided_file_is_refused(tmp_path):
+  right = official_arrays(6)
+  left = mano_fixture.mirror_arrays(right)
+  swapped = tmp_path / "MANO_RIGHT.pkl"  # MANO_LEFT's contents under the right name
+  write_plain_pickle(swapped, left)
+  with pytest.raises(UserError, match=r"MANO_RIGHT.pkl: this MANO file holds a LEFT hand.*"
+                                      r"loaded as the right hand \(its file name"):
+    load_mano(swapped)
+  assert not swapped.with_suffix(".npz").exists()  # nothing cached from a refused file
+  good_left = tmp_path / "MANO_LEFT.pkl"
+  write_plain_pickle(good_left, left)
+  assert load_mano(good_left, cache=False).side == "left"
+  with pytest.raises(UserError, match=r"holds a LEFT hand.*side='right' was asked for"):
+    load_mano(good_left, side="right", cache=False)
+  # A name without a side takes the geometry's; a converted .npz keeps the side it stored.
+  plain = tmp_path / "mano.pkl"
+  write_plain_pickle(plain, left)
+  assert load_mano(plain, cache=False).side == "left"
+  npz = convert_mano_pickle(good_left, tmp_path / "converted.npz")
+  with np.load(npz) as data:
+    tampered = {**dict(data), "side": np.array("right")}
+  np.savez(npz, **tampered)
+  with pytest.raises(UserError, match="holds a LEFT hand.*the side stored in it"):
+    load_mano(npz)
+  # Not a hand at all: the thumb in the palm plane.
+  flat = dict(right, v_template=right["v_template"] * [1.0, 0.0, 1.0])
+  write_plain_pickle(swapped, flat)
+  with pytest.raises(UserError, match="MANO_RIGHT.pkl: cannot tell which hand"):
+    load_mano(swapped, cache=False)

@@ -1,7 +1,8 @@
 """`python -m simajax.predict --images`: photos in; meshes, overlays and predictions out.
 
 Every CLI run here predicts on the same four photos, so the tiny SVR is compiled once per session
-(one batch shape) and later runs hit the compilation cache.
+(one batch shape) and later runs hit the compilation cache. The tiny SVR's weights, export and
+run directories are tests/conftest.py's fixtures.
 """
 
 from __future__ import annotations
@@ -9,14 +10,12 @@ from __future__ import annotations
 import json
 import shutil
 
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
-from parity_recipe import he_variables
-from simajax import checkpoint_io, config_lib, geometry, hand, model_setup, photo, predict
-from simajax.models import OUTPUT_KEYS, build_svr, svr_config
+from simajax import config_lib, geometry, hand, photo, predict
+from simajax.models import OUTPUT_KEYS
 from simajax.preprocessing import crop
 from simajax.render import Mesh, face_normals, read_obj, read_ply, render_scene
 from simajax.training import checkpointing
@@ -24,26 +23,6 @@ from simajax.training import checkpointing
 S = 128  # the tiny model's input size
 M = np.array([-1.0, 1.0, 1.0])
 BOX_A = [52.0, 20.0, 118.0, 92.0]  # around the rendered hand of photo A
-
-
-@pytest.fixture(scope="module")
-def topology():
-  return model_setup.load_topology(ml_collections.ConfigDict({"topology": None,
-                                                              "hand_model": None}))
-
-
-@pytest.fixture(scope="module")
-def make_variables(topology):
-  """seed -> recipe-scaled random weights of the tiny SVR (O(1) activations, no compiled init)."""
-  abstract = checkpoint_io.abstract_variables(build_svr(svr_config("tiny"), topology))
-  return lambda seed: he_variables(abstract, topology, seed=seed)
-
-
-@pytest.fixture(scope="module")
-def export_ckpt(tmp_path_factory, topology, make_variables):
-  path = tmp_path_factory.mktemp("export") / "ckpt"
-  checkpoint_io.save_checkpoint(path, make_variables(0), svr_config("tiny"), topology)
-  return path
 
 
 def _render_hand(width, height, shift, seed):
@@ -302,25 +281,6 @@ def test_left_hand_predictions_mirror_those_of_the_unflipped_photo(export_run):
                                atol=1e-9)
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, topology, make_variables):
-  """A training run dir with two checkpoints: step 10 (best pa_vpe) and step 20 (latest)."""
-  run = tmp_path_factory.mktemp("run")
-  config = config_lib.base_config("svr", variant="tiny")
-  (run / "config.json").write_text(config.to_json())
-  topology.save(run / "topology.npz")
-  ckpt = checkpointing.Checkpointer(run / "checkpoints", best_metric=config.checkpoint.best_metric,
-                                    best_mode=config.checkpoint.best_mode, async_save=False)
-  rng = np.asarray([0, 1], np.uint32)
-  for step, seed, vpe in ((10, 0, 1.0), (20, 1, 2.0)):
-    variables = make_variables(seed)
-    ckpt.save(step, {"params": variables["params"], "batch_stats": variables["batch_stats"],
-                     "step": np.int32(step), "opt_state": {}, "rng": rng},
-              {"position": step}, metrics={config.checkpoint.best_metric: vpe})
-  ckpt.close()
-  return run
-
-
 def test_training_run_dir_predicts_from_its_best_checkpoint(run_dir, export_run, photos,
                                                             make_variables, tmp_path, capsys):
   ours = _predict_cli(run_dir, photos, tmp_path)
@@ -364,10 +324,10 @@ def test_checkpoint_that_does_not_fit_the_model_is_named():
   restored = {"params": {"head": {"kernel": np.zeros((4, 2))}, "extra": np.zeros(1)},
               "batch_stats": {}}
   with pytest.raises(ValueError) as info:
-    # pylint: disable-next=protected-access
-    predict._fit_variables(restored, abstract, "run/checkpoints/7")
+    checkpointing.check_tree_fits(restored, abstract, "run/checkpoints/7")
   message = str(info.value)
-  assert message.startswith("run/checkpoints/7: the checkpoint does not fit the model")
-  assert "1 missing [\"['params']['head']['bias']\"]" in message
-  assert "1 unknown [\"['params']['extra']\"]" in message
-  assert "['params']['head']['kernel']: expected [4, 3], got [4, 2]" in message
+  assert message.startswith("run/checkpoints/7: the checkpoint does not fit this model")
+  assert "missing 1: params/head/bias" in message
+  assert "unexpected 1: params/extra" in message
+  assert "other shapes 1: params/head/kernel [4, 2] (expected [4, 3])" in message
+  assert "\n" not in message

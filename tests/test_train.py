@@ -8,8 +8,10 @@ share one config, so the persistent compilation cache (tests/conftest.py) compil
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +22,7 @@ import jax
 import numpy as np
 import pytest
 
+from fixtures import damage
 from simajax import config_lib, train
 from simajax.training import checkpointing
 
@@ -282,3 +285,66 @@ def test_two_processes_train_in_lockstep_with_the_single_process_run(svr_run, da
   params = final_params(workdir, SVR_STEPS)
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
   assert jax.tree.structure(params) == jax.tree.structure(final_params(reference, SVR_STEPS))
+
+
+def test_damaged_latest_checkpoint_resumes_from_the_one_before(svr_run, data_dir, tmp_path,
+                                                               caplog):
+  """Issue 15: step 18's array files truncated to 100 bytes (a torn write, a bad disk); the same
+  command again resumes from step 12, moves step 18 aside with one warning, and ends with the
+  parameters of the uninterrupted run."""
+  reference, _ = svr_run
+  workdir = tmp_path / "damaged"
+  shutil.copytree(reference, workdir)
+  damage.truncate_array_files(workdir / "checkpoints" / str(SVR_STEPS))
+  with caplog.at_level(logging.INFO):
+    train.train_and_evaluate(load("svr", svr_overrides(data_dir)), str(workdir))
+  warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+              and r.name.startswith("simajax")]
+  assert len(warnings) == 1 and warnings[0].startswith(
+      f"checkpoint step {SVR_STEPS} in {workdir / 'checkpoints'} is damaged and was skipped"), warnings
+  assert any(r.getMessage().endswith(f"at step {SVR_STEPS - 6}") for r in caplog.records
+             if r.name == "simajax.train" and "resumed" in r.getMessage())
+  assert (workdir / "checkpoints" / f"{SVR_STEPS}.damaged").is_dir()  # renamed, not deleted
+  steps_on_disk = [p for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+  assert sorted(int(p.name) for p in steps_on_disk) == [6, 12, 18]
+  assert all((p / "commit_success.txt").is_file() for p in steps_on_disk)  # none half-written
+  # Steps 13..18 ran again: their logged losses equal the uninterrupted run's.
+  redone = [m for m in read_metrics(workdir) if "train/loss" in m][-6:]
+  assert [m["step"] for m in redone] == list(range(SVR_STEPS - 5, SVR_STEPS + 1))
+  resumed, uninterrupted = final_params(workdir, SVR_STEPS), final_params(reference, SVR_STEPS)
+  jax.tree.map(np.testing.assert_array_equal, resumed, uninterrupted)
+
+
+def _train_cli(args, timeout=300):
+  completed = subprocess.run([sys.executable, "-m", "simajax.train", *args], capture_output=True,
+                             text=True, timeout=timeout, check=False)
+  return completed.returncode, completed.stderr.splitlines()
+
+
+@pytest.mark.parametrize("args, message", [
+    ([f"--config={REPO / 'configs' / 'nosuch.py'}"],
+     f"--config {REPO / 'configs' / 'nosuch.py'}: cannot load the config file ([Errno 2] No such"),
+    ([f"--config={REPO / 'configs' / 'svr_synthetic.py'}:runlocal", "--config.total_steps=six"],
+     "flag --config.total_steps=six: invalid literal for int()"),
+    ([f"--config={REPO / 'configs' / 'svr_synthetic.py'}:runlocal", "--config.data.nmae=x"],
+     "flag --config.data.nmae: the config has no field 'nmae' (did you mean 'name'?)"),
+], ids=["missing_config", "bad_value", "unknown_field"])
+def test_train_cli_bad_flags_print_one_line(tmp_path, args, message):
+  """Through the real entry point (more flag mistakes, in-process: tests/test_cli_errors.py)."""
+  workdir = tmp_path / "run"
+  status, err = _train_cli(args + [f"--workdir={workdir}"])
+  assert status == 2 and len(err) == 1 and err[0].startswith("error: "), err
+  assert message in err[0], err
+  assert not workdir.exists()  # refused before anything is written
+
+
+def test_train_cli_missing_teacher_prints_one_line(data_dir, tmp_path):
+  workdir = tmp_path / "sima"
+  status, err = _train_cli(train_command("svr", {"data.data_dir": data_dir,
+                                                  "mesh.num_devices": 1,
+                                                  "distill.teacher_checkpoint": tmp_path / "nope"},
+                                         workdir)[3:])
+  assert status == 2 and err == [
+      f"error: teacher config {tmp_path / 'nope' / 'config.json'} not found (an MVR workdir has "
+      "a config.json; or set distill.teacher_config)"], err
+  assert not (workdir / "checkpoints").exists()

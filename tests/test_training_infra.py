@@ -1,5 +1,6 @@
 """Optimizer schedule, shardings and checkpoints of the training machinery."""
 
+import logging
 import os
 
 import jax
@@ -8,6 +9,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from fixtures import damage
+from simajax.cli import UserError
 from simajax.training import checkpointing, optim, sharding
 
 
@@ -107,3 +110,96 @@ def test_interrupted_save_leaves_previous_checkpoint_usable(tmp_path):
   np.testing.assert_array_equal(state["params"]["w"], [1, 1, 1])
   assert data == {"position": 1}
   ckpt.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Damaged checkpoints (a torn write, a bad disk): the trainer resumes from the newest step that
+# restores, params-only readers fall back or name the damaged step; nothing is deleted.
+
+
+def _save_steps(directory, steps, best=None):
+  ckpt = checkpointing.Checkpointer(directory, async_save=False, best_metric=best and "vpe")
+  for step in steps:
+    ckpt.save(step, _state(step), {"position": step},
+              metrics=None if best is None else {"vpe": best[step]})
+  ckpt.close()
+
+
+def _warnings(caplog, logger=""):
+  """The warnings logged (by ``logger`` and its children; "" for all, absl's included)."""
+  return [r.getMessage() for r in caplog.records
+          if r.levelno >= logging.WARNING and r.name.startswith(logger)]
+
+
+def test_resume_skips_a_damaged_latest_step_and_moves_it_aside(tmp_path, caplog):
+  _save_steps(tmp_path, (1, 2, 3))
+  truncated = damage.truncate_array_files(tmp_path / "3")
+  ckpt = checkpointing.Checkpointer(tmp_path, async_save=False)
+  with caplog.at_level(logging.WARNING):
+    state, data, step = ckpt.restore_newest_intact(jax.eval_shape(lambda: _state(0)))
+  assert step == 2 and data == {"position": 2}
+  np.testing.assert_array_equal(state["params"]["w"], [2, 2, 2])
+  warnings = _warnings(caplog, "simajax")
+  assert len(warnings) == 1, warnings
+  assert warnings[0].startswith(f"checkpoint step 3 in {tmp_path} is damaged and was skipped (")
+  assert f"moved it to {tmp_path / '3.damaged'}" in warnings[0]
+  # Renamed, not deleted: every damaged file is still there, and orbax no longer lists the step.
+  moved = tmp_path / "3.damaged"
+  assert not (tmp_path / "3").exists()
+  assert all((moved / f.relative_to(tmp_path / "3")).stat().st_size == 100 for f in truncated)
+  assert ckpt.all_steps() == [1, 2]
+  # The run goes on: step 3 is saved again and is the one a restart resumes from.
+  ckpt.save(3, _state(30), {"position": 30})
+  ckpt.close()
+  ckpt = checkpointing.Checkpointer(tmp_path, async_save=False)
+  _, data, step = ckpt.restore_newest_intact(jax.eval_shape(lambda: _state(0)))
+  assert (step, data) == (3, {"position": 30})
+  ckpt.close()
+
+
+def test_resume_without_an_intact_step_fails_in_one_line(tmp_path):
+  _save_steps(tmp_path, (1, 2))
+  for step in (1, 2):
+    damage.truncate_array_files(tmp_path / str(step))
+  ckpt = checkpointing.Checkpointer(tmp_path, async_save=False)
+  with pytest.raises(UserError) as info:
+    ckpt.restore_newest_intact(jax.eval_shape(lambda: _state(0)))
+  message = str(info.value)
+  assert message.startswith(f"{tmp_path}: no checkpoint restores: step 2 (")
+  assert "; step 1 (" in message and "\n" not in message
+  # Nothing to resume from: the run is left as it was (a restart fails the same way instead of
+  # starting over).
+  assert ckpt.all_steps() == [1, 2] and not [p for p in tmp_path.iterdir() if "damaged" in p.name]
+  ckpt.close()
+
+
+def test_resume_refuses_another_model_and_moves_nothing(tmp_path):
+  _save_steps(tmp_path, (1,))
+  other = {"params": {"w": jnp.zeros((4,)), "b": jnp.zeros(())}, "batch_stats": {},
+           "step": jnp.asarray(0)}
+  ckpt = checkpointing.Checkpointer(tmp_path, async_save=False)
+  with pytest.raises(UserError, match=r"1: the checkpoint does not fit this model .*: missing 1: "
+                                      r"params/b; other shapes 1: params/w \[3\] \(expected \[4\]\)"):
+    ckpt.restore_newest_intact(jax.eval_shape(lambda: other))
+  assert (tmp_path / "1").is_dir() and ckpt.all_steps() == [1]
+  ckpt.close()
+
+
+def test_params_only_readers_fall_back_or_name_the_damaged_step(tmp_path, caplog):
+  _save_steps(tmp_path, (1, 2, 3), best={1: 1.0, 2: 2.0, 3: 3.0})
+  with caplog.at_level(logging.WARNING):
+    intact = checkpointing.restore_params(tmp_path, best_metric="vpe")
+  assert intact.step == 1 and not _warnings(caplog)  # read-only managers open silently
+  damage.truncate_array_files(tmp_path / "1")  # the best one
+  with caplog.at_level(logging.WARNING):
+    restored = checkpointing.restore_params(tmp_path, best_metric="vpe")
+  assert restored.step == 3  # the newest intact one
+  np.testing.assert_array_equal(restored.variables["params"]["w"], [3, 3, 3])
+  warnings = _warnings(caplog, "simajax")
+  assert len(warnings) == 1 and "step 1 (" in warnings[0] and "read step 3 instead" in warnings[0]
+  assert (tmp_path / "1").is_dir()  # readers leave the run as it is
+  with pytest.raises(UserError, match=r"checkpoint step 1 \(.*\) is damaged; pass another --step "
+                                      r"\(other steps: \[2, 3\]\)"):
+    checkpointing.restore_params(tmp_path, 1, best_metric="vpe")
+  with pytest.raises(UserError, match=r"step 7: .* has checkpoints at steps \[1, 2, 3\]"):
+    checkpointing.restore_params(tmp_path, 7)

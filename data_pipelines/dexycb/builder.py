@@ -38,11 +38,14 @@ Decisions on docs/DATASETS.md §7 open points (ours, to be copied to the README)
   * Left hands (ARCHITECTURE.md §7.4): stored on their original side (``hand_side`` = left; image,
     ``joints_*``, ``global_rot``, ``mano_pose`` with the left PCA basis, ``mano_trans`` of
     MANO_LEFT); the input pipeline mirrors them. ``verts_canonical``/``joints_canonical`` are
-    MANO_RIGHT with the mirrored finger pose, as the schema requires.
+    MANO_LEFT's own zero-rotation hand (its PCA basis, mean, unmirrored ``shapedirs``, middle tip
+    445: how the ``joint_3d`` labels were made) mirrored into the right-hand frame, as the
+    schema requires. Mirroring MANO_RIGHT's hand instead puts the mesh up to ~2 cm off the
+    labels when the betas are not zero (docs/DATASETS.md §3.5).
   * Views with ``joint_3d`` but an all-zero ``pose_m`` (never expected) are made invalid and
     counted.
-  * §7.8 ``joints_canonical`` comes from MANO_RIGHT's forward pass with manopth's fingertips
-    (middle tip 444); ``joints_cam``/``joints_img`` are the dataset's annotations.
+  * §7.8 ``joints_canonical`` comes from the side's MANO forward pass with manopth's fingertips
+    (middle tip 444 right, 445 left); ``joints_cam``/``joints_img`` are the dataset's annotations.
 
 Build cost (one core, fabricated MANO at 640x480): ~50 ms per frame to read, check and encode the
 8 views, plus ~80 ms per valid view for the silhouette behind ``vis_ratio`` (~3 us per covered

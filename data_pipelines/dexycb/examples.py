@@ -8,9 +8,11 @@ For each sequence (``meta.yml``) and frame, the 8 views are read in ``layout.SER
   * ``mano_pose`` = [root axis-angle in this camera, pca · hands_components of the hand's own
     side] (HandOccNet's axis-angle form: offsets from hands_mean), ``mano_trans`` = pose_m[48:51],
     ``global_rot`` = Rodrigues(root);
-  * the canonical mesh is MANO_RIGHT with zero root rotation and the (mirrored, for left hands)
-    finger pose; with ``global_rot`` and the annotated wrist it gives the camera mesh
-    (``readers_common.mesh_in_camera``), whose silhouette against ``seg == 255`` is ``vis_ratio``;
+  * the canonical mesh is the hand's own side's MANO model (MANO_LEFT's arrays for a left hand,
+    as the labels were made) with zero root rotation, mirrored into the right-hand frame for a
+    left hand (``readers_common.ManoModels.canonical``); with ``global_rot`` and the annotated
+    wrist it gives the camera mesh (``readers_common.mesh_in_camera``), whose silhouette against
+    ``seg == 255`` is ``vis_ratio`` (a ratio above 1 is an error naming the view);
   * frame-level ``mano_pose``/``mano_trans`` are expressed in the master-camera ("world") frame,
     from the first valid view and its extrinsic.
 Frames without any valid view are skipped and counted (``BuildCounts``). ``FrameReader`` does the
@@ -221,11 +223,15 @@ def _frame_example(seq, frame, data, mano, counts, with_vis_ratio, frame_listed)
   verts_c, joints_c = mano.canonical(fingers, betas, side)
   for view in views:
     labels = view.labels
-    camera = cameras[layout.SERIALS[view.index]]
+    serial = layout.SERIALS[view.index]
+    camera = cameras[serial]
     vis = schema.UNKNOWN_VIS_RATIO
     if with_vis_ratio:
       verts_cam = rc.mesh_in_camera(verts_c, joints_c, view.global_rot, labels.joint_3d[0], side)
-      vis = rc.visibility_ratio(labels.hand_pixels, verts_cam, mano.faces, camera.K)
+      vis = rc.visibility_ratio(
+          labels.hand_pixels, verts_cam, mano.faces, camera.K,
+          where=f"{layout.labels_path(seq.path, serial, frame)} (view {view.index}, camera "
+                f"{serial}, {side} hand)")
       counts.views_unknown_vis += vis == schema.UNKNOWN_VIS_RATIO
     table.set_view(
         view.index, image=view.image, hand_mask=rc.encode_mask(labels.hand_pixels),

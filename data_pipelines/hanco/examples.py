@@ -116,7 +116,8 @@ def frame_examples(root: pathlib.Path, sid: int, fid: int, mano: rc.ManoModels,
       mask_bytes = rc.encode_mask(mask)
       if with_vis_ratio:
         verts_cam = rc.mesh_in_camera(verts_c, joints_c, global_rot, joints_cam[0], "right")
-        vis = rc.visibility_ratio(mask, verts_cam, mano.faces, K[cam])
+        vis = rc.visibility_ratio(mask, verts_cam, mano.faces, K[cam],
+                                  where=f"{mask_path} (view {cam})")
         counts.views_unknown_vis += vis == schema.UNKNOWN_VIS_RATIO
     else:
       counts.views_without_mask += 1

@@ -13,6 +13,10 @@ Two more harmless globals are admitted so that chumpy-free re-saves made with Py
 ``_codecs.encode`` restricted to latin-1 (how protocol 2 stores bytes) and numpy's
 ``_frombuffer`` (protocol 5 arrays).
 
+The side a file holds is read from its geometry (``geometric_side``), not trusted from its
+name: a ``MANO_LEFT.pkl`` saved as ``MANO_RIGHT.pkl`` (or the reverse) is refused with a message
+saying which hand it holds, since every label built from it would be wrong.
+
 The result can be cached as a plain ``.npz`` (``convert_mano_pickle``). MANO files are
 licence-restricted: never commit them or anything derived from them (the ``.npz`` included).
 """
@@ -29,6 +33,7 @@ import numpy as np
 from numpy._core import multiarray as _np_multiarray
 from numpy._core import numeric as _np_numeric
 
+from simajax.cli import UserError, open_npz
 from simajax.hand.model import (MANO_LEFT_TIP_IDS, MANO_PARENTS, MANO_RIGHT_TIP_IDS, HandModel,
                                 make_hand_model)
 
@@ -129,7 +134,7 @@ def read_mano_pickle(path: PathLike) -> dict[str, np.ndarray]:
   Raises:
     FileNotFoundError: when the file is missing.
     pickle.UnpicklingError: when the pickle references anything outside the allow-list.
-    ValueError: when a key is missing or has the wrong shape (naming the file and the key).
+    UserError: when a key is missing or has the wrong shape (naming the file and the key).
   """
   path = pathlib.Path(path)
   if not path.is_file():
@@ -142,19 +147,19 @@ def read_mano_pickle(path: PathLike) -> dict[str, np.ndarray]:
         raise
       raise pickle.UnpicklingError(f"{path}: not a readable MANO pickle ({e})") from e
   if not isinstance(data, dict):
-    raise ValueError(f"{path}: expected a pickled dict, got {type(data).__name__}")
+    raise UserError(f"{path}: expected a pickled dict, got {type(data).__name__}")
   out = {}
   for key, shape in _REQUIRED_KEYS.items():
     if key not in data:
-      raise ValueError(f"{path}: missing key '{key}' (found {sorted(map(str, data))})")
+      raise UserError(f"{path}: missing key '{key}' (found {sorted(map(str, data))})")
     value = _to_array(data[key], f"{path}: key '{key}'")
     if value.ndim != len(shape) or any(s is not None and s != v
                                        for s, v in zip(shape, value.shape)):
       want = ["F" if s is None else s for s in shape]
-      raise ValueError(f"{path}: key '{key}' must have shape {want}, got {list(value.shape)}")
+      raise UserError(f"{path}: key '{key}' must have shape {want}, got {list(value.shape)}")
     out["faces" if key == "f" else key] = value
   if not np.issubdtype(out["faces"].dtype, np.integer):
-    raise ValueError(f"{path}: key 'f' must hold integer vertex ids, got {out['faces'].dtype}")
+    raise UserError(f"{path}: key 'f' must hold integer vertex ids, got {out['faces'].dtype}")
   out["faces"] = out["faces"].astype(np.int32)
   for key in ("v_template", "J_regressor", "weights", "posedirs", "shapedirs",
               "hands_components", "hands_mean"):
@@ -170,13 +175,17 @@ def convert_mano_pickle(pkl_path: PathLike, npz_path: PathLike,
   Args:
     pkl_path: the official pickle.
     npz_path: where to write the arrays (do not commit it: it is MANO-derived).
-    side: 'right' or 'left'; None infers it from the file name (see ``load_mano``).
+    side: 'right' or 'left', checked against the geometry; None: the file name's side if it
+      names one, else the geometry's (see ``load_mano``).
 
   Returns:
     The written path.
+
+  Raises:
+    UserError: when the model's geometry is the other hand than ``side`` or the file name says.
   """
   arrays = read_mano_pickle(pkl_path)
-  arrays["side"] = np.array(side or _side_from_name(pkl_path))
+  arrays["side"] = np.array(_checked_side(pkl_path, arrays, side))
   npz_path = pathlib.Path(npz_path)
   tmp = npz_path.with_name(npz_path.name + ".tmp.npz")
   np.savez(tmp, **arrays)
@@ -189,13 +198,18 @@ def load_mano(path: PathLike, side: Optional[str] = None, cache: bool = True) ->
 
   Args:
     path: ``MANO_RIGHT.pkl`` / ``MANO_LEFT.pkl`` or a converted ``.npz``.
-    side: 'right' or 'left'. None: the side stored in the ``.npz``, else 'left' when the file
-      name contains 'left' (case-insensitive), else 'right'.
+    side: 'right' or 'left', the hand the caller expects. None: the side stored in the ``.npz``,
+      else the one the file name names ('left' or 'right', case-insensitive), else the one its
+      geometry shows. Whichever it is, it must agree with the geometry (``geometric_side``).
     cache: for a ``.pkl``, write ``<stem>.npz`` next to it on first use and read that on later
       calls (while it is newer than the pickle). Unwritable folders just skip the cache.
 
   Returns:
     The ``HandModel`` (name 'mano'), with manopth's fingertip ids for its side.
+
+  Raises:
+    FileNotFoundError: when the file is missing.
+    UserError: for a file that is not a MANO model, or holds the other hand than expected.
   """
   path = pathlib.Path(path)
   if not path.is_file():
@@ -212,29 +226,92 @@ def load_mano(path: PathLike, side: Optional[str] = None, cache: bool = True) ->
       except OSError:
         pass
     arrays = read_mano_pickle(path)
-    source_side = _side_from_name(path)
+    stored = None
   elif suffix == ".npz":
-    with np.load(path, allow_pickle=False) as npz:
+    with open_npz(path, "a MANO model converted by convert_mano_pickle") as npz:
       missing = [k for k in _NPZ_KEYS if k not in npz.files]
       if missing:
-        raise ValueError(f"{path}: missing keys {missing}; write it with convert_mano_pickle")
+        raise UserError(f"{path}: missing keys {missing}; write it with convert_mano_pickle")
       arrays = {k: npz[k] for k in _NPZ_KEYS}
-    source_side = str(arrays.pop("side"))
+    stored = str(arrays.pop("side"))
   else:
-    raise ValueError(f"{path}: expected a MANO .pkl or a converted .npz file")
-  side = side or source_side
-  if side not in ("right", "left"):
+    raise UserError(f"{path}: expected a MANO .pkl or a converted .npz file")
+  if side not in (None, "right", "left"):
     raise ValueError(f"{path}: side must be 'right' or 'left', got {side!r}")
-  return make_hand_model(
-      v_template=arrays["v_template"], faces=arrays["faces"], J_regressor=arrays["J_regressor"],
-      weights=arrays["weights"], posedirs=arrays["posedirs"], shapedirs=arrays["shapedirs"],
-      hands_components=arrays["hands_components"], hands_mean=arrays["hands_mean"],
-      parents=arrays["parents"], side=side, name="mano", source=str(path),
-      tip_vertex_ids=MANO_RIGHT_TIP_IDS if side == "right" else MANO_LEFT_TIP_IDS)
+  side = _checked_side(path, arrays, side, stored)
+  try:
+    return make_hand_model(
+        v_template=arrays["v_template"], faces=arrays["faces"],
+        J_regressor=arrays["J_regressor"], weights=arrays["weights"],
+        posedirs=arrays["posedirs"], shapedirs=arrays["shapedirs"],
+        hands_components=arrays["hands_components"], hands_mean=arrays["hands_mean"],
+        parents=arrays["parents"], side=side, name="mano", source=str(path),
+        tip_vertex_ids=MANO_RIGHT_TIP_IDS if side == "right" else MANO_LEFT_TIP_IDS)
+  except ValueError as e:  # the file's arrays (named in the message) are not a valid model
+    raise UserError(str(e)) from e
 
 
-def _side_from_name(path: PathLike) -> str:
-  return "left" if "left" in pathlib.Path(path).name.lower() else "right"
+# |sin| of the thumb's elevation over the palm plane below which the side is not told: MANO's
+# right template gives about +0.49 (shared/mesh_reference), the built-in SynthHand +0.37.
+MIN_HANDEDNESS = 0.1
+
+
+def geometric_side(v_template: np.ndarray, J_regressor: np.ndarray) -> tuple[str, float]:
+  """Which hand a model is, from its rest pose alone.
+
+  With the rest joints J = J_regressor @ v_template in MANO's order, the wrist J0 and the index
+  and little knuckles J1, J7 span the palm plane. Its normal n = (J1 - J0) x (J7 - J0) points out
+  of the palm of a right hand (seen palm-on, fingers up, the index is to the right of the
+  little finger) and out of the back of a left one: a mirror image reverses every cross
+  product. The thumb's base J13 sits in front of the palm on either hand (the thenar eminence),
+  so the sign of n̂ · unit(J13 - J0) is the side. Rotations and scale do not change it.
+
+  Args:
+    v_template: [V, 3] rest mesh.
+    J_regressor: [16, V] joint regressor.
+
+  Returns:
+    ('right' or 'left', the signed sine: positive for right).
+
+  Raises:
+    UserError: when the thumb lies within ``MIN_HANDEDNESS`` of the palm plane (not a hand).
+  """
+  joints = np.asarray(J_regressor, np.float64) @ np.asarray(v_template, np.float64)
+  normal = np.cross(joints[1] - joints[0], joints[7] - joints[0])
+  thumb = joints[13] - joints[0]
+  scale = np.linalg.norm(normal) * np.linalg.norm(thumb)
+  sine = float(normal @ thumb / scale) if scale > 0 else 0.0
+  if not abs(sine) >= MIN_HANDEDNESS:
+    raise UserError(
+        f"cannot tell which hand this model is: in its rest pose the thumb base lies in the "
+        f"palm plane (sine {sine:+.3f}, |sine| >= {MIN_HANDEDNESS} expected); not a MANO hand?")
+  return ("right" if sine > 0 else "left"), sine
+
+
+def _checked_side(path: PathLike, arrays: dict, side: Optional[str],
+                  stored: Optional[str] = None) -> str:
+  """The side of a model's arrays: the geometry's, after checking what the caller, the stored
+  side or the file name claims (in that order of precedence)."""
+  try:
+    actual, _ = geometric_side(arrays["v_template"], arrays["J_regressor"])
+  except UserError as e:
+    raise UserError(f"{path}: {e}") from None
+  name_side = _side_from_name(path)
+  claims = [(side, f"side={side!r} was asked for"), (stored, "the side stored in it says so"),
+            (name_side, "its file name says so")]
+  claimed, why = next(((s, w) for s, w in claims if s is not None), (actual, ""))
+  if claimed != actual:
+    raise UserError(
+        f"{path}: this MANO file holds a {actual.upper()} hand (its rest-pose geometry: thumb "
+        f"and palm of a {actual} hand), but it was loaded as the {claimed} hand ({why}); use "
+        f"MANO_{claimed.upper()}.pkl from mano_v1_2.zip, or check whether the two files were "
+        "swapped or renamed")
+  return actual
+
+
+def _side_from_name(path: PathLike) -> Optional[str]:
+  name = pathlib.Path(path).name.lower()
+  return "left" if "left" in name else "right" if "right" in name else None
 
 
 def _parents(data: dict, path: pathlib.Path) -> np.ndarray:
@@ -243,11 +320,11 @@ def _parents(data: dict, path: pathlib.Path) -> np.ndarray:
     return np.array(MANO_PARENTS)
   table = _to_array(data["kintree_table"], f"{path}: key 'kintree_table'")
   if table.shape != (2, 16):
-    raise ValueError(f"{path}: key 'kintree_table' must have shape [2, 16], "
+    raise UserError(f"{path}: key 'kintree_table' must have shape [2, 16], "
                      f"got {list(table.shape)}")
   parents = np.array([-1] + [int(p) for p in table[0, 1:]])
   if tuple(parents) != MANO_PARENTS or list(table[1]) != list(range(16)):
-    raise ValueError(f"{path}: key 'kintree_table' is not MANO's joint tree: parents "
+    raise UserError(f"{path}: key 'kintree_table' is not MANO's joint tree: parents "
                      f"{parents.tolist()}, expected {list(MANO_PARENTS)}")
   return parents
 
@@ -259,13 +336,13 @@ def _to_array(obj: Any, what: str) -> np.ndarray:
   if isinstance(obj, _ChStub):
     state = _state_dict(obj, what)
     if "x" not in state:
-      raise ValueError(f"{what}: chumpy Ch object without an 'x' array")
+      raise UserError(f"{what}: chumpy Ch object without an 'x' array")
     return _to_array(state["x"], what)
   if isinstance(obj, _SelectStub):
     state = _state_dict(obj, what)
     missing = [k for k in ("a", "idxs", "preferred_shape") if k not in state]
     if missing:
-      raise ValueError(f"{what}: chumpy Select object without {missing}")
+      raise UserError(f"{what}: chumpy Select object without {missing}")
     source = _to_array(state["a"], what).reshape(-1)
     idxs = np.asarray(_to_array(state["idxs"], what)).reshape(-1).astype(np.int64)
     shape = tuple(int(s) for s in np.asarray(state["preferred_shape"]).reshape(-1))
@@ -274,7 +351,7 @@ def _to_array(obj: Any, what: str) -> np.ndarray:
     return _csc_to_dense(_state_dict(obj, what), what)
   if isinstance(obj, (list, tuple)) or np.isscalar(obj):
     return np.asarray(obj)
-  raise ValueError(f"{what}: unsupported object of type {type(obj).__name__}")
+  raise UserError(f"{what}: unsupported object of type {type(obj).__name__}")
 
 
 def _state_dict(obj: _StateHolder, what: str) -> dict:
@@ -283,7 +360,7 @@ def _state_dict(obj: _StateHolder, what: str) -> dict:
   if isinstance(state, tuple) and len(state) == 2:
     state = {**(state[0] or {}), **(state[1] or {})}
   if not isinstance(state, dict):
-    raise ValueError(f"{what}: {type(obj).__name__} without a state dict")
+    raise UserError(f"{what}: {type(obj).__name__} without a state dict")
   return state
 
 
@@ -291,7 +368,7 @@ def _csc_to_dense(state: dict, what: str) -> np.ndarray:
   """Dense matrix of a pickled csc_matrix state (data, indices = rows, indptr = column offsets)."""
   missing = [k for k in ("data", "indices", "indptr") if k not in state]
   if missing:
-    raise ValueError(f"{what}: csc_matrix without {missing}")
+    raise UserError(f"{what}: csc_matrix without {missing}")
   data = np.asarray(state["data"], np.float64).reshape(-1)
   rows = np.asarray(state["indices"]).reshape(-1).astype(np.int64)
   indptr = np.asarray(state["indptr"]).reshape(-1).astype(np.int64)
@@ -302,7 +379,7 @@ def _csc_to_dense(state: dict, what: str) -> np.ndarray:
   if (len(shape) != 2 or indptr.size != shape[1] + 1 or indptr[0] != 0 or indptr[-1] != data.size
       or rows.size != data.size or np.any(np.diff(indptr) < 0)
       or (rows.size and (rows.min() < 0 or rows.max() >= shape[0]))):
-    raise ValueError(f"{what}: inconsistent csc_matrix (shape {shape}, {data.size} values, "
+    raise UserError(f"{what}: inconsistent csc_matrix (shape {shape}, {data.size} values, "
                      f"{indptr.size} column offsets)")
   cols = np.repeat(np.arange(shape[1]), np.diff(indptr))
   dense = np.zeros(shape, np.float64)

@@ -82,8 +82,9 @@ def mirror_hand_model(model: HandModel) -> HandModel:
   For every pose p and shape b: forward(mirrored, mirror_axis_angle(p), b) equals
   mirror_points(forward(model, p, b)). Pose correctives follow from
   vec(M R M - I)[a, b] = m_a m_b vec(R - I)[a, b]; the PCA basis and mean mirror like poses.
-  Fingertip ids are kept (MANO's own left file uses 445 for the middle tip; load it with
-  ``load_mano`` when that matters).
+  Fingertip ids are kept. This is the exact mirror, which the released MANO_LEFT is not (its
+  ``shapedirs`` are MANO_RIGHT's, unmirrored, and manopth's left middle tip is 445): to reproduce
+  left-hand labels, load MANO_LEFT with ``load_mano`` and pose it with its own arrays.
 
   Args:
     model: the hand model.

@@ -21,6 +21,8 @@ from typing import Optional
 
 import numpy as np
 
+from simajax import cli
+
 
 @dataclasses.dataclass(frozen=True)
 class SparseCOO:
@@ -88,15 +90,17 @@ class MeshTopology:
     """Reads a topology written by ``save`` or the official ``assets.npz``.
 
     Raises:
-      ValueError: naming the file and the missing key when the file is not a topology.
+      FileNotFoundError: when the file does not exist.
+      UserError: naming the file (and the missing key) when it is not a topology.
     """
-    with np.load(path, allow_pickle=False) as data:
+    what = "a mesh topology (verts_l, faces_l, spiral_l, up_l_*, down_l_* arrays)"
+    with cli.open_npz(path, what) as data:
       keys = set(data.files)
 
       def get(key):
         if key not in keys:
-          raise ValueError(f"{path}: not a mesh topology file, missing key {key!r} "
-                           f"(expected verts_l, faces_l, spiral_l, up_l_*, down_l_* arrays)")
+          raise cli.UserError(f"{path}: not a mesh topology file, missing key {key!r} "
+                              f"(expected verts_l, faces_l, spiral_l, up_l_*, down_l_* arrays)")
         return data[key]
 
       num_levels = sum(1 for k in keys if k.startswith("verts_"))

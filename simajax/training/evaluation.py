@@ -80,7 +80,8 @@ def evaluate_run(run_dir: str, *, config_spec: Optional[str] = None, step: Optio
   Args:
     run_dir: the training workdir (or its checkpoints directory next to config.json).
     config_spec: optional config file overriding the run's ``config.json``.
-    step: checkpoint step; default the best by the run's ``checkpoint.best_metric``, else latest.
+    step: checkpoint step; default the best by the run's ``checkpoint.best_metric``, else latest
+      (a damaged one is skipped with a warning; see ``checkpointing.restore_params``).
     split: default ``config.data.test_split``.
     batch_size: images per batch (default ``config.batch_size``).
     data_dir: overrides ``config.data.data_dir``.
@@ -96,9 +97,12 @@ def evaluate_run(run_dir: str, *, config_spec: Optional[str] = None, step: Optio
   split = split or config.data.test_split
   model = model_setup.build_model(config, topology)
   ckpt = checkpoint_dir_of(run_dir)
-  best = dict(best_metric=config.checkpoint.best_metric, best_mode=config.checkpoint.best_mode)
-  step = checkpointing.resolve_step(ckpt, step, **best)
-  variables = checkpointing.restore_params_only(ckpt, step, **best)
+  # The named step, or the best (else latest) one that restores; a damaged one is skipped with
+  # a warning, a named damaged one or a checkpoint of another model is a one-line error.
+  variables, step = checkpointing.restore_params(
+      ckpt, step, best_metric=config.checkpoint.best_metric,
+      best_mode=config.checkpoint.best_mode,
+      expected=model_setup.abstract_variables(model, config.stage, config.data.image_size))
   mesh = mesh or sharding.make_mesh()
   variables = jax.device_put(variables, sharding.replicated(mesh))
   mode = "multi_view" if config.stage == "mvr" else "single_view"
