@@ -193,18 +193,22 @@ def _batch_norm_bwd(epsilon, residuals, cotangents):
 batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd, symbolic_zeros=True)
 
 
-def _shifted_taps(x: Array, kernel: Array) -> Array:
-  """sum over the 9 taps of shift(x) * kernel[dy, dx]: the depthwise 3x3 correlation, pad 1.
+def _padded(x: Array) -> Array:
+  """x [B, H, W, C] zero-padded by 1 on H and W, materialised behind an optimisation barrier.
 
-  Accumulated (and returned) in at least float32. The padded input is materialised behind an
-  optimisation barrier: otherwise XLA:CPU fuses the input's producers into each of the nine
-  shifted reads, and through chains of these layers the fusions grew to ~1,000 instructions,
-  recomputed 9x per level, which doubled the training step's compile time and slowed it down.
+  Without the barrier XLA:CPU fuses x's producers into each of the nine shifted reads of the
+  taps; through chains of these layers the fusions grew to ~1,000 instructions, recomputed 9x per
+  level, which doubled the training step's compile time and slowed it down.
   """
-  h, w = x.shape[1:3]
-  acc = _accumulation_dtype(x)
+  return jax.lax.optimization_barrier(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
+
+
+def _shifted_taps(xp: Array, kernel: Array) -> Array:
+  """sum over the 9 taps of shift(x) * kernel[dy, dx] on the padded input ``xp``: the depthwise
+  3x3 correlation, accumulated (and returned) in at least float32."""
+  h, w = xp.shape[1] - 2, xp.shape[2] - 2
+  acc = _accumulation_dtype(xp)
   k = kernel.reshape(3, 3, -1).astype(acc)
-  xp = jax.lax.optimization_barrier(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
   out = None
   for dy in range(3):
     for dx in range(3):
@@ -226,24 +230,26 @@ def depthwise_conv3x3(x: Array, kernel: Array) -> Array:
     kernel: [3, 3, 1, C] (HWIO with feature_group_count = C).
 
   Returns:
-    [B, H, W, C], equal to ``lax.conv_general_dilated(..., feature_group_count=C)``.
+    [B, H, W, C] in at least float32, equal to ``lax.conv_general_dilated(...,
+    feature_group_count=C)``.
   """
-  return _shifted_taps(x, kernel)
+  return _shifted_taps(_padded(x), kernel)
 
 
 def _depthwise_fwd(x, kernel):
-  return _shifted_taps(x, kernel), (x, kernel)
+  xp = _padded(x)
+  # The padded input is the residual: the backward pass reads it as it is, without padding again.
+  return _shifted_taps(xp, kernel), (xp, kernel)
 
 
 def _depthwise_bwd(residuals, g):
-  x, kernel = residuals
-  h, w = x.shape[1:3]
-  g = jax.lax.optimization_barrier(g)
-  dx = _shifted_taps(g, kernel[::-1, ::-1]).astype(x.dtype)
-  xp = jax.lax.optimization_barrier(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))))
+  xp, kernel = residuals
+  h, w = xp.shape[1] - 2, xp.shape[2] - 2
+  dx = _shifted_taps(_padded(g), kernel[::-1, ::-1]).astype(xp.dtype)
   # The nine tap sums as one variadic reduction: one kernel reading x and g once. Nine separate
   # sums made XLA:CPU materialise eight shifted copies of x (shared with the forward pass) and
   # read g nine times, about 2.5x slower at the backbone's shapes.
+  g = jax.lax.optimization_barrier(g)
   zero = jnp.zeros((), g.dtype)
   sums = jax.lax.reduce([xp[:, dy:dy + h, dxx:dxx + w, :] * g for dy in range(3) for dxx in range(3)],
                         [zero] * 9, lambda a, b: [u + v for u, v in zip(a, b)], (0, 1, 2))
