@@ -28,7 +28,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest==9.0.3"],
+    "test": ["pytest==9.0.3", "pytest-xdist==3.8.0"],
     # python -m simajax.export --format onnx, and onnxruntime to run the result. jax2onnx 0.13.0
     # is the newest release that co-installs with orbax-checkpoint 0.12.8 (0.13.1 and later
     # require orbax-checkpoint < 0.11.37).

@@ -57,6 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--hlo-out", default=None, help="write the optimized HLO text here")
   parser.add_argument("--json-line", default=None, help="append the result to this file")
   parser.add_argument("--tag", default="", help="a label stored with the result")
+  parser.add_argument("--image-size", type=int, default=None,
+                      help="input side (data.image_size and model.input_size); default: the config's")
   parser.add_argument("--allocator", default="tuned", choices=("tuned", "glibc"),
                       help="tuned: simajax.runtime.configure_allocator, as the CLIs; glibc: as is")
   return parser.parse_args(argv)
@@ -87,6 +89,8 @@ def main(argv=None) -> None:
   else:
     config = config_lib.base_config(model_stage, "dexycb", variant=args.variant)
   config.distill.enabled = args.stage == "sima"
+  if args.image_size:
+    config.data.image_size = config.model.input_size = args.image_size
   topology = model_setup.load_topology(config)
   model = model_setup.build_model(config, topology)
   tx, schedule = optim.make_optimizer(config, args.batch, steps_per_epoch=1000)
@@ -95,6 +99,7 @@ def main(argv=None) -> None:
     teacher_config = (config_lib.synthetic_config("mvr", variant=args.variant)
                       if args.config == "synthetic"
                       else config_lib.base_config("mvr", "dexycb", variant=args.variant))
+    teacher_config.model.input_size = config.model.input_size
     teacher = model_setup.build_model(teacher_config, topology)
     teacher_variables = jax.jit(lambda: steps.init_state(
         teacher, tx, 1, *model_setup.input_shapes("mvr", config.data.image_size)))()

@@ -10,7 +10,9 @@ protocol (overall, occluded and non-occluded views), and finally writes
 
   <workdir>/results.md    mean +- std over seeds, laid out like the paper's Tables 3 and 5;
   <workdir>/results.json  every seed's numbers;
-  <workdir>/results.png   PA-VPE and VPE on occluded / non-occluded views per method.
+  <workdir>/results.png   PA-VPE and VPE on occluded / non-occluded views per method;
+  <workdir>/learning_curves.png  validation VPE and PA-VPE against the step, every method (mean
+                          over seeds), with the mean training mesh's level.
 
 Methods (paper rows in brackets):
   mvr      the multi-view teacher, scored on every view of each test frame      [Tab. 5 (vi)]
@@ -101,7 +103,8 @@ def method_config(method: str, args: argparse.Namespace, seed: int, teacher_dir:
   config.total_epochs = None
   config.total_steps = args.mvr_steps if stage == "mvr" else args.svr_steps
   config.optim.decay_epochs = []  # one constant rate: the budgets are far below 12 epochs
-  config.eval_every_steps = config.total_steps
+  # Ten validation points per run draw the learning curves.
+  config.eval_every_steps = max(1, config.total_steps // 10)
   config.checkpoint.every_steps = max(1, config.total_steps // 4)
   if stage == "svr":
     config.distill.enabled = method in ("sima", "se_only", "oe_only")
@@ -176,6 +179,23 @@ def format_table(table: dict) -> str:
                      else f"{mean:.2f}")
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
+
+
+def mean_curves(args: argparse.Namespace) -> dict:
+  """{method label: {"vpe"|"pa_vpe": (steps, mean over seeds)}} from the runs' metrics.jsonl,
+  on the validation steps every seed logged."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from simajax.training import logs  # pylint: disable=import-outside-toplevel
+  curves = {}
+  for method in args.methods:
+    runs = [logs.read_curve(os.path.join(args.workdir, f"seed{seed}", method))
+            for seed in args.seeds]
+    curves[PLOT_LABELS[method]] = {}
+    for key in ("vpe", "pa_vpe"):
+      common = sorted(set.intersection(*(set(r[f"val/{key}"][0].tolist()) for r in runs)))
+      values = [np.mean([dict(zip(*r[f"val/{key}"]))[s] for r in runs]) for s in common]
+      curves[PLOT_LABELS[method]][key] = (np.asarray(common), np.asarray(values))
+  return curves
 
 
 def render_plot(table: dict, path: str) -> None:
@@ -254,6 +274,13 @@ def main(argv=None) -> int:
     json.dump({"args": vars(args), "runs": results,
                "wall_s_this_invocation": time.perf_counter() - start}, f, indent=1)
   render_plot(table, os.path.join(args.workdir, "results.png"))
+  from simajax import evaluate, quickstart  # pylint: disable=import-outside-toplevel
+  config = method_config(args.methods[0], args, args.seeds[0], "")
+  baseline = quickstart.mean_mesh_baseline(config, config.data.eval_split)
+  evaluate.render_learning_curves(
+      mean_curves(args), baseline["metrics"]["overall"],
+      os.path.join(args.workdir, "learning_curves.png"),
+      title=f"validation split of {args.dataset}, mean over seeds {args.seeds}")
   print("\n" + markdown)
   print(f"Wall time {(time.perf_counter() - start) / 60:.1f} min; table, plot and per-run "
         f"numbers in {args.workdir}")

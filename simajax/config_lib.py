@@ -154,6 +154,34 @@ def base_config(stage: str, dataset: str = "synthetic",
   return c
 
 
+# The main job's step budgets (python -m simajax.quickstart), sized so that the whole command
+# (data build, both stages with their compilations, evaluation) takes about 15 minutes on 2
+# idle CPU cores; BENCHMARKS.md, "Main job", has the measured stage times.
+QUICKSTART_STEPS = {"mvr": 400, "svr": 300}
+
+
+def quickstart_config(stage: str, variant: str = "tiny") -> ml_collections.ConfigDict:
+  """The main job's recipe: ``synthetic_config`` with a fixed step budget, on the `tiny` model.
+
+  Args:
+    stage: 'mvr' or 'svr'.
+    variant: the model size; `tiny` by default: `small` takes ~8x longer per step on a CPU and
+      learns less within the budget (BENCHMARKS.md, "Learning at CPU budgets").
+  """
+  c = synthetic_config(stage, variant=variant)
+  c.total_epochs, c.total_steps = None, QUICKSTART_STEPS[stage]
+  c.optim.decay_epochs = []  # one constant rate: the budget is a fraction of one decay period
+  # Orientation is what a short run learns last, and the official detaches leave the tiny
+  # backbone's features shaped by the 2D and mesh losses only: letting the rotation loss train
+  # the backbone too learned orientation faster at this budget (BENCHMARKS.md).
+  c.model.detach_orientation_inputs = False
+  # Validation every 50 steps draws the learning curves (results/learning_curves.png); the
+  # validation split is small, so this costs a few seconds per point.
+  c.eval_every_steps = 50
+  c.checkpoint.every_steps = 100
+  return c
+
+
 def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks a config for a smoke run on a laptop: tiny model and data, a few steps."""
   tiny = mvr_config("tiny") if c.stage == "mvr" else svr_config("tiny")

@@ -279,6 +279,74 @@ _CURVES = (("pa_verts", "PA vertices", "pa_vauc", (200, 40, 40)),
            ("joints", "joints", "jauc", (40, 150, 60)))
 
 
+_METHOD_COLORS = ((40, 80, 200), (200, 40, 40), (40, 150, 60), (230, 140, 20), (140, 60, 170),
+                  (20, 160, 170), (120, 120, 40), (200, 90, 150))
+
+
+def render_learning_curves(curves: dict, baseline: dict | None, path: str | pathlib.Path,
+                           title: str = "validation error during training") -> None:
+  """Validation VPE and PA-VPE against the training step, one line per method, as a PNG.
+
+  Args:
+    curves: {method: {"vpe": (steps, values), "pa_vpe": (steps, values)}}, values in mm
+      (``simajax.training.logs.read_curve`` gives them under "val/vpe" and "val/pa_vpe").
+    baseline: {"vpe": mm, "pa_vpe": mm} of the mean training mesh on the same split, drawn as a
+      dashed line (None: no line).
+    path: output .png file.
+    title: the figure title.
+  """
+  panels = (("vpe", "VPE (mm)"), ("pa_vpe", "PA-VPE (mm)"))
+  panel_w, height = 560, 520
+  left, right, top, bottom = 80, 20, 70, 130
+  image = Image.new("RGB", (panel_w * len(panels), height), "white")
+  draw = ImageDraw.Draw(image)
+  font, small = _font(18), _font(14)
+  plot_h = height - top - bottom
+  x_max = max([1] + [int(c[k][0].max()) for c in curves.values() for k, _ in panels
+                     if len(c.get(k, ((), ()))[0])])
+  for p, (key, label) in enumerate(panels):
+    x0, plot_w = p * panel_w + left, panel_w - left - right
+    values = [float(v) for c in curves.values() for v in c.get(key, ((), ()))[1]]
+    if baseline and baseline.get(key) is not None:
+      values.append(baseline[key])
+    y_max = float(np.ceil(max(values + [1.0]) * 1.1 / 10.0) * 10.0)
+
+    def to_px(x, y, x0=x0, plot_w=plot_w, y_max=y_max):
+      return x0 + x / x_max * plot_w, top + (1.0 - min(y, y_max) / y_max) * plot_h
+
+    for tick in np.linspace(0.0, y_max, 6):
+      _, py = to_px(0, tick)
+      draw.line([(x0, py), (x0 + plot_w, py)], fill=(225, 225, 225))
+      draw.text((x0 - 8, py), f"{tick:g}", fill="black", font=small, anchor="rm")
+    for tick in np.linspace(0.0, x_max, 5):
+      px, _ = to_px(tick, 0)
+      draw.text((px, top + plot_h + 6), f"{tick:.0f}", fill="black", font=small, anchor="mt")
+    draw.rectangle([x0, top, x0 + plot_w, top + plot_h], outline="black", width=2)
+    draw.text((x0 + plot_w / 2, top - 12), label, fill="black", font=font, anchor="mb")
+    draw.text((x0 + plot_w / 2, top + plot_h + 28), "training step", fill="black", font=small,
+              anchor="mt")
+    if baseline and baseline.get(key) is not None:
+      _, py = to_px(0, baseline[key])
+      for dash in range(0, plot_w, 14):
+        draw.line([(x0 + dash, py), (x0 + min(dash + 8, plot_w), py)], fill=(90, 90, 90), width=2)
+    for (method, curve), color in zip(curves.items(), _METHOD_COLORS):
+      steps, vals = curve.get(key, ((), ()))
+      points = [to_px(x, y) for x, y in zip(steps, vals)]
+      if len(points) > 1:
+        draw.line(points, fill=color, width=3)
+      for px, py in points:
+        draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=color)
+  entries = list(zip(curves, _METHOD_COLORS))
+  if baseline:
+    entries.append(("mean training mesh", (90, 90, 90)))
+  for i, (name, color) in enumerate(entries):
+    x, y = 30 + (i % 3) * 370, height - 58 + (i // 3) * 24
+    draw.line([(x, y), (x + 30, y)], fill=color, width=3)
+    draw.text((x + 38, y), name, fill="black", font=small, anchor="lm")
+  draw.text((image.width / 2, 18), title, fill="black", font=font, anchor="mt")
+  image.save(path)
+
+
 def render_pck_plot(results: dict, path: str | pathlib.Path, group: str = "overall",
                     title: str | None = None) -> None:
   """Draws the PCK curves of one group (like the paper's Fig. 5) as a PNG, with PIL only.

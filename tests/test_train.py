@@ -238,7 +238,9 @@ def test_sharded_step_equals_single_device_step(data_dir):
   assert len(jax.devices()) == 8
   leaves = jax.tree.leaves(results[0])
   assert all(x.dtype == np.float64 for x in leaves if np.issubdtype(x.dtype, np.floating))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12), *results)
+  # float64 reduction-order differences reach ~2e-8 relative on the smallest gradients (4.6e-12
+  # absolute, measured); a sharding error is ~1e-2.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10), *results)
 
 
 def _free_port() -> int:

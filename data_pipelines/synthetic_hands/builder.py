@@ -69,10 +69,12 @@ def _configs():
 class SyntheticHands(tfds.core.GeneratorBasedBuilder):
   """Synthetic 8-view hand frames with occluders, in the shared simajax schema."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {
       "1.0.0": "First release.",
       "1.1.0": "Upright hands and cameras by default (scene.SceneConfig.orientation).",
+      "1.2.0": "A skin albedo map: lighter palm, darker back, nails (scene.skin_regions); "
+               "labels unchanged.",
   }
   BUILDER_CONFIGS = _configs()
 
@@ -118,7 +120,8 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, split: str, num_frames: int):
     cfg = self.builder_config
     model = load_hand_model(self._mano_path if cfg.hand_model == "mano" else None)
-    job = _RenderJob(faces=np.asarray(model.faces, np.int64), seed=cfg.seed, split=split,
+    job = _RenderJob(faces=np.asarray(model.faces, np.int64),
+                     regions=scene.model_skin_regions(model), seed=cfg.seed, split=split,
                      hand_model=cfg.hand_model,
                      scene=scene.SceneConfig(image_size=cfg.image_size))
     workers = self._num_workers or os.cpu_count() or 1
@@ -143,13 +146,14 @@ class SyntheticHands(tfds.core.GeneratorBasedBuilder):
 class _RenderJob:
   """The picklable per-frame work of a split: render one ``HandSample``."""
   faces: np.ndarray
+  regions: scene.SkinRegions
   seed: int
   split: str
   hand_model: str
   scene: scene.SceneConfig
 
   def __call__(self, hand: scene.HandSample) -> dict:
-    return scene.render_frame(hand, self.faces, self.seed, self.split, self.hand_model,
+    return scene.render_frame(hand, self.faces, self.regions, self.seed, self.split, self.hand_model,
                               self.scene)
 
 

@@ -20,10 +20,14 @@ Scene conventions (world frame = metres, the hand centred at the origin):
     principal point. 'upright': the rig is turned by a random yaw and the cameras are upright
     (image up = world +z) up to a normal roll of scale ``camera_roll_deg``, like the fixed rigs of
     Dex-YCB and HanCo; 'uniform': the rig is randomly rotated and the roll is uniform;
-  * images: Lambert-shaded skin (a per-frame tone with smooth per-vertex variation) and occluder
-    colours over a random background (gradient, value noise, random shapes, pixel noise), then a
-    slight blur; the stored hand mask is the visible hand, and ``vis_ratio`` divides its area by
-    the area of the hand rendered without occluders.
+  * images: Lambert-shaded skin and occluder colours over a random background (gradient, value
+    noise, random shapes, pixel noise), then a slight blur; the stored hand mask is the visible
+    hand, and ``vis_ratio`` divides its area by the area of the hand rendered without occluders.
+    The skin is a per-frame tone with an albedo map like a real hand's (``skin_regions``): the
+    palm and the palmar side of the fingers lighter and pinker than the back, whitish nails on
+    the back of the fingertips, and a smooth per-vertex variation. These are the cues that tell
+    which side of a hand a camera sees; a one-tone hand seen from the palm and from the back
+    differs only in its silhouette.
 
 Why 'upright' is the default: in real captures the cameras stand upright and hands are seen
 mostly fingers-up; a uniform SO(3) orientation (every roll and every viewpoint equally likely) is
@@ -272,8 +276,71 @@ def _occluder_color(rng):
   return tuple(float(c) for c in hue_color)
 
 
-def _skin_colors(hand: HandSample, rng: np.random.Generator) -> np.ndarray:
-  """[778, 3] per-vertex skin colour: a frame tone with smooth spatial variation."""
+@dataclasses.dataclass(frozen=True)
+class SkinRegions:
+  """Per-vertex weights of the skin's albedo regions, fixed per vertex of the hand model.
+
+  Attributes:
+    palm: [V] in [0, 1]: 1 on the palm and the palmar side of the fingers, 0 on the back, with a
+      soft seam along the sides.
+    nail: [V] in [0, 1]: 1 on the nail beds (the back of each distal phalanx, towards its tip).
+  """
+  palm: np.ndarray
+  nail: np.ndarray
+
+
+# The albedo map, from how real hands look: palms (and the palmar side of the fingers) carry
+# less melanin than the back, so they are lighter and pinker on every skin tone, the more so the
+# darker the tone; nails are pale pink-white whatever the tone. The palm is the frame's tone
+# blended with PALM_TINT; the back is the tone darkened by BACK_SHADE.
+PALM_TINT = np.array([0.96, 0.79, 0.72])
+PALM_TINT_BLEND = 0.4
+BACK_SHADE = 0.85
+NAIL_COLOR = np.array([0.93, 0.80, 0.78])
+NAIL_BLEND = 0.75  # how much of a nail's colour is its own, the rest the skin below it
+
+
+def skin_regions(template_verts: np.ndarray, template_joints: np.ndarray,
+                 faces: np.ndarray) -> SkinRegions:
+  """Palm/back and nail weights of every vertex, from the hand model's (flat) rest template.
+
+  Computed once per hand model on the template, so a vertex keeps its region in every pose and
+  shape. The palm side is where the template's vertex normal points along the palmar normal of
+  ``_palm_frame``; a nail is the back of a fingertip: the dorsal vertices of the last 55 % of
+  each distal phalanx (DIP joint to tip).
+
+  Args:
+    template_verts: [V, 3] rest mesh (hand-model frame).
+    template_joints: [21, 3] its joints, OpenPose order.
+    faces: [F, 3] faces.
+  """
+  from simajax.render.shading import vertex_normals  # pylint: disable=import-outside-toplevel
+  _, palmar, _, _ = _palm_frame(template_joints)
+  normals = vertex_normals(template_verts, faces)
+  facing = normals @ palmar
+  palm = 1.0 / (1.0 + np.exp(-facing / 0.12))  # soft seam of ~15 deg either side
+  nail = np.zeros(len(template_verts))
+  for chain in _FINGER_CHAINS:
+    dip, tip = template_joints[chain[2]], template_joints[chain[3]]
+    axis = tip - dip
+    along = (template_verts - dip) @ axis / float(axis @ axis)
+    radial = template_verts - dip - along[:, None] * axis
+    near = np.linalg.norm(radial, axis=1) < 0.012  # within the finger's radius of its axis
+    nail = np.maximum(nail, ((along > 0.45) & (along < 1.05) & near & (facing < -0.45))
+                      .astype(np.float64))
+  return SkinRegions(palm=palm, nail=nail)
+
+
+def model_skin_regions(model) -> SkinRegions:
+  """``skin_regions`` of a ``simajax.hand.HandModel``'s rest template."""
+  from simajax.hand.joints import joint_regressor_21  # pylint: disable=import-outside-toplevel
+  verts = np.asarray(model.v_template, np.float64)
+  joints = joint_regressor_21(model).astype(np.float64) @ verts
+  return skin_regions(verts, joints, np.asarray(model.faces, np.int64))
+
+
+def _skin_colors(hand: HandSample, regions: SkinRegions, rng: np.random.Generator) -> np.ndarray:
+  """[778, 3] per-vertex skin colour: a frame tone, the albedo map, a smooth variation."""
   t = rng.uniform(0, len(_SKIN_TONES) - 1)
   lo = int(np.floor(t))
   hi = min(lo + 1, len(_SKIN_TONES) - 1)
@@ -284,7 +351,12 @@ def _skin_colors(hand: HandSample, rng: np.random.Generator) -> np.ndarray:
   for _ in range(3):
     direction = _unit(rng.normal(size=3))
     variation += np.sin(points @ direction * rng.uniform(30, 90) + rng.uniform(0, 2 * np.pi))
-  colors = tone[None] * (1.0 + 0.03 * variation[:, None])
+  palm = regions.palm[:, None]
+  palm_color = (1.0 - PALM_TINT_BLEND) * tone + PALM_TINT_BLEND * PALM_TINT
+  colors = palm * palm_color + (1.0 - palm) * (BACK_SHADE * tone)
+  colors = colors * (1.0 + 0.03 * variation[:, None])
+  nail = NAIL_BLEND * regions.nail[:, None]
+  colors = (1.0 - nail) * colors + nail * NAIL_COLOR
   return np.clip(colors, 0.0, 1.0)
 
 
@@ -366,13 +438,14 @@ def _light(rng: np.random.Generator) -> Light:
                diffuse=rng.uniform(0.45, 0.8))
 
 
-def render_frame(hand: HandSample, faces: np.ndarray, seed: int, split: str, hand_model: str,
-                 config: SceneConfig) -> dict:
+def render_frame(hand: HandSample, faces: np.ndarray, regions: SkinRegions, seed: int,
+                 split: str, hand_model: str, config: SceneConfig) -> dict:
   """Builds and renders one frame; returns the schema example (see ``data_pipelines.schema``).
 
   Args:
     hand: the frame's hand from ``sample_hands``.
     faces: [F, 3] hand-model faces.
+    regions: the hand model's ``skin_regions``.
     seed: the dataset seed.
     split: split name.
     hand_model: "synthhand" or "mano", stored in the example.
@@ -385,7 +458,7 @@ def render_frame(hand: HandSample, faces: np.ndarray, seed: int, split: str, han
   size = config.image_size
   verts_world = hand.to_world(hand.verts_canonical)
   joints_world = hand.to_world(hand.joints_canonical)
-  hand_mesh = Mesh(verts_world, faces, color=_skin_colors(hand, rng), label=HAND_LABEL,
+  hand_mesh = Mesh(verts_world, faces, color=_skin_colors(hand, regions, rng), label=HAND_LABEL,
                    crease_angle=180.0)
   occluders = _occluders(hand, rng, config)
   radius = float(np.linalg.norm(verts_world, axis=1).max())

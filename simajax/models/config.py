@@ -62,6 +62,12 @@ def svr_config(variant: str = "official") -> ml_collections.ConfigDict:
   # BatchNorm statistics, losses and the rotation stay float32). On a CPU bfloat16 is slower
   # (docs/PERFORMANCE.md), so every config keeps float32.
   c.compute_dtype = "float32"
+  # The official orientation branch reads detached backbone features (f_i and the joint latent;
+  # docs/ARCHITECTURE.md, "Detaches"), so the rotation loss trains only the orientation head and
+  # the backbone learns from the 2D and mesh losses alone. False lets the rotation loss train
+  # the backbone too: our option for small models and short runs (the synthetic recipe),
+  # where features shaped only by the other losses carry too little orientation.
+  c.detach_orientation_inputs = True
   # Orientation head: attention over the 8c-wide tokens, then the MLP regressor.
   c.attention_heads = 8
   c.attention_head_dim = 512

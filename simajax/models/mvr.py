@@ -41,8 +41,8 @@ from simajax.models.config import mvr_config
 from simajax.models.lifting import Lifting
 from simajax.models.orientation import RotationRegressor
 from simajax.models.spiral import SpiralDecoder
-from simajax.models.svr import (HandNetFields, build_svr, hand_net_fields, rotate_about_wrist,
-                                 to_compute_dtype, to_float32, to_tokens)
+from simajax.models.svr import (HandNetFields, build_svr, hand_net_fields, orientation_input,
+                                 rotate_about_wrist, to_compute_dtype, to_float32, to_tokens)
 
 Array = jax.Array
 
@@ -126,12 +126,12 @@ class MVRHand(HandNetFields):
                  "fused_vertex_feature": f_v_fused})
 
     # Orientation branch, on detached backbone features (as the SVR's).
-    f_i = per_view(jax.lax.stop_gradient(feats.f_i))
+    f_i = per_view(orientation_input(self, feats.f_i))
     f_i_fused, _ = fusion.ImageFusion(tuple(self.iff_channels), name="image_fusion")(
         f_i, valid, train)
     f_o = backbone_lib.DenseStack(self.hourglass_out, backbone_lib.ENCODER, self.se_max_hidden,
                                   name="dense_stack3")(flat(f_i_fused), train)
-    j = per_view(jax.lax.stop_gradient(feats.j_latent))
+    j = per_view(orientation_input(self, feats.j_latent))
     g_j, _ = fusion.JointFusion(tuple(self.jff_channels), name="joint_fusion")(j, valid, train)
     f_j_fused = j + g_j[:, None]
     tokens = to_tokens(flat(f_j_fused) + f_o)

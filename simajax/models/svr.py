@@ -86,6 +86,14 @@ class HandNetFields(nn.Module):
   spiral_impl: str = "plain"
   train_joint_regressor: bool = True
   compute_dtype: str = "float32"
+  detach_orientation_inputs: bool = True
+
+
+def orientation_input(model: HandNetFields, x: Array) -> Array:
+  """A backbone feature as the orientation branch reads it: detached, as the official code does,
+  unless ``model.detach_orientation_inputs`` is False (then the rotation loss trains the
+  backbone too; see ``models/config.py``)."""
+  return jax.lax.stop_gradient(x) if model.detach_orientation_inputs else x
 
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -161,7 +169,7 @@ class SVRHand(HandNetFields):
     joints = jnp.einsum("jv,bvc->bjc", regressor.astype(verts.dtype), verts)
 
     # Orientation branch, on detached backbone features.
-    share = jax.lax.stop_gradient(feats.f_i)
+    share = orientation_input(self, feats.f_i)
     shared_sum, shared_residual = ResidualMapping(name="shared_encoding_mapping")(share, train)
     f_o = backbone_lib.DenseStack(self.hourglass_out, backbone_lib.ENCODER, self.se_max_hidden,
                                   name="dense_stack3")(shared_sum, train)
@@ -169,7 +177,7 @@ class SVRHand(HandNetFields):
                  "orientation_feature_f_o": f_o})
     f_j_tokens = None
     if self.use_ofe:
-      j_latent = jax.lax.stop_gradient(feats.j_latent)
+      j_latent = orientation_input(self, feats.j_latent)
       f_j, j_residual = ResidualMapping(name="j_latent_mapping")(j_latent, train)
       mids.update({"j_latent_residual": j_residual, "joint_feature_f_j": f_j})
       f_j_tokens = to_tokens(f_j)
@@ -278,4 +286,5 @@ def build_svr(model_config: ml_collections.ConfigDict, topology: MeshTopology) -
       rot_fc_channels=tuple(int(x) for x in c.rot_fc_channels),
       use_ofe=bool(c.get("use_ofe", True)),
       train_joint_regressor=bool(c.get("train_joint_regressor", True)),
-      compute_dtype=str(c.get("compute_dtype", "float32")))
+      compute_dtype=str(c.get("compute_dtype", "float32")),
+      detach_orientation_inputs=bool(c.get("detach_orientation_inputs", True)))

@@ -84,3 +84,20 @@ def format_seconds(seconds: float) -> str:
   if minutes:
     return f"{minutes}m{secs:02d}s"
   return f"{secs}s"
+
+
+def read_curve(workdir: str, keys=("val/vpe", "val/pa_vpe", "train/loss")) -> dict:
+  """The logged values of ``keys`` in ``<workdir>/metrics.jsonl``, as {key: (steps, values)}.
+
+  A resumed run appends to the file; a step logged twice keeps its last value.
+  """
+  points: dict[str, dict[int, float]] = {k: {} for k in keys}
+  path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      for line in f:
+        entry = json.loads(line)
+        for key in keys:
+          if key in entry:
+            points[key][int(entry["step"])] = float(entry[key])
+  return {k: (np.array(sorted(v)), np.array([v[s] for s in sorted(v)])) for k, v in points.items()}
