@@ -64,9 +64,10 @@ def svr_config(variant: str = "official") -> ml_collections.ConfigDict:
   c.compute_dtype = "float32"
   # The official orientation branch reads detached backbone features (f_i and the joint latent;
   # docs/ARCHITECTURE.md, "Detaches"), so the rotation loss trains only the orientation head and
-  # the backbone learns from the 2D and mesh losses alone. False lets the rotation loss train
-  # the backbone too: our option for small models and short runs (the synthetic recipe),
-  # where features shaped only by the other losses carry too little orientation.
+  # the backbone learns from the 2D and mesh losses alone. False (our option, for experiments)
+  # lets the rotation loss train the backbone too. Tried once on the quickstart (tiny MVR,
+  # 128 px): it did not help (validation PA-VPE 32.9 mm after 200 steps, the mean mesh's level;
+  # BENCHMARKS.md, "Learning at CPU budgets, continued"), so every config keeps the detaches.
   c.detach_orientation_inputs = True
   # Orientation head: attention over the 8c-wide tokens, then the MLP regressor.
   c.attention_heads = 8
