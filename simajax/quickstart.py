@@ -55,15 +55,15 @@ def mean_mesh_baseline(config, split: Optional[str] = None) -> dict:
   """Scores the mean root-relative training mesh, predicted for every view of ``split`` (default:
   the test split)."""
   train_gt = _split_targets(config, config.data.train_split)
-  test_gt = _split_targets(config, split or config.data.test_split)
+  gt = _split_targets(config, split or config.data.test_split)
   root = lambda x, j: x - j[:, :1]  # noqa: E731  (wrist = joint 0)
   mean_joints = root(train_gt["joints"], train_gt["joints"]).mean(axis=0)
   mean_verts = root(train_gt["verts"], train_gt["joints"]).mean(axis=0)
-  n = len(test_gt["joints"])
+  n = len(gt["joints"])
   return evaluate.score_predictions(
       np.broadcast_to(mean_joints, (n,) + mean_joints.shape),
       np.broadcast_to(mean_verts, (n,) + mean_verts.shape),
-      test_gt["joints"], test_gt["verts"], test_gt["visibility"])
+      gt["joints"], gt["verts"], gt["visibility"])
 
 
 def place_at_wrist(verts_rotated: np.ndarray, joints_rotated: np.ndarray,
