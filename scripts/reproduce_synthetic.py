@@ -276,9 +276,9 @@ def main(argv=None) -> int:
   render_plot(table, os.path.join(args.workdir, "results.png"))
   from simajax import evaluate, quickstart  # pylint: disable=import-outside-toplevel
   config = method_config(args.methods[0], args, args.seeds[0], "")
-  baseline = quickstart.mean_mesh_baseline(config, config.data.eval_split)
+  baseline = quickstart.mean_mesh_baseline(config, (config.data.eval_split,))
   evaluate.render_learning_curves(
-      mean_curves(args), baseline["metrics"]["overall"],
+      mean_curves(args), baseline[config.data.eval_split]["metrics"]["overall"],
       os.path.join(args.workdir, "learning_curves.png"),
       title=f"validation split of {args.dataset}, mean over seeds {args.seeds}")
   print("\n" + markdown)

@@ -51,19 +51,23 @@ def _split_targets(config, split: str) -> dict[str, np.ndarray]:
   return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def mean_mesh_baseline(config, split: Optional[str] = None) -> dict:
-  """Scores the mean root-relative training mesh, predicted for every view of ``split`` (default:
-  the test split)."""
+def mean_mesh_baseline(config, splits: Sequence[str] = ("test",)) -> dict[str, dict]:
+  """Scores the mean root-relative training mesh, predicted for every view of each of
+  ``splits`` ('train' / 'validation' / 'test' or the config's names); the training split is
+  read once. Returns {split: results dict}."""
   train_gt = _split_targets(config, config.data.train_split)
-  gt = _split_targets(config, split or config.data.test_split)
   root = lambda x, j: x - j[:, :1]  # noqa: E731  (wrist = joint 0)
   mean_joints = root(train_gt["joints"], train_gt["joints"]).mean(axis=0)
   mean_verts = root(train_gt["verts"], train_gt["joints"]).mean(axis=0)
-  n = len(gt["joints"])
-  return evaluate.score_predictions(
-      np.broadcast_to(mean_joints, (n,) + mean_joints.shape),
-      np.broadcast_to(mean_verts, (n,) + mean_verts.shape),
-      gt["joints"], gt["verts"], gt["visibility"])
+  results = {}
+  for split in splits:
+    gt = _split_targets(config, split)
+    n = len(gt["joints"])
+    results[split] = evaluate.score_predictions(
+        np.broadcast_to(mean_joints, (n,) + mean_joints.shape),
+        np.broadcast_to(mean_verts, (n,) + mean_verts.shape),
+        gt["joints"], gt["verts"], gt["visibility"])
+  return results
 
 
 def place_at_wrist(verts_rotated: np.ndarray, joints_rotated: np.ndarray,
@@ -161,14 +165,17 @@ def run(workdir: str, data_dir: str, *, variant: str = "tiny", mvr_steps: Option
     timings[stage] = time.perf_counter() - t
 
   t = time.perf_counter()
-  results = {"mean training mesh": mean_mesh_baseline(configs["svr"])}
+  svr = configs["svr"]
+  baselines = mean_mesh_baseline(svr, (svr.data.test_split, svr.data.eval_split))
+  results = {"mean training mesh": baselines[svr.data.test_split]}
   for stage, name in STAGE_NAMES.items():
     results[name] = evaluation.evaluate_run(os.path.join(workdir, stage))
   out = os.path.join(workdir, "results")
   evaluate.write_reports(results["SiMA-SVR (1 view)"], os.path.join(out, "svr_test.json"),
                          os.path.join(out, "svr_test.md"), os.path.join(out, "svr_pck.png"),
                          name="SiMA-SVR")
-  write_learning_curves(workdir, configs["svr"], os.path.join(out, "learning_curves.png"))
+  write_learning_curves(workdir, baselines[svr.data.eval_split]["metrics"]["overall"],
+                        os.path.join(out, "learning_curves.png"))
   write_examples(os.path.join(workdir, "svr"), os.path.join(out, "examples"), examples)
   timings["evaluation"] = time.perf_counter() - t
   table = format_table(results)
@@ -185,10 +192,9 @@ def run(workdir: str, data_dir: str, *, variant: str = "tiny", mvr_steps: Option
   return results
 
 
-def write_learning_curves(workdir: str, config, path: str) -> None:
-  """Validation VPE / PA-VPE of both stages against their step, with the mean mesh's level on
-  the validation split."""
-  baseline = mean_mesh_baseline(config, config.data.eval_split)["metrics"]["overall"]
+def write_learning_curves(workdir: str, baseline: dict, path: str) -> None:
+  """Validation VPE / PA-VPE of both stages against their step, with the mean mesh's level
+  ``baseline`` (its overall validation metrics)."""
   curves = {}
   for stage, name in STAGE_NAMES.items():
     logged = logs.read_curve(os.path.join(workdir, stage))
