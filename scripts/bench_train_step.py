@@ -2,7 +2,8 @@
 
 Usage:
   python scripts/bench_train_step.py --stage sima --variant tiny [--batch 32] [--steps 10]
-      [--opt-level N] [--profile [--top 30]] [--json-line OUT.jsonl] [--tag TAG]
+      [--opt-level N] [--compute-dtype bfloat16] [--profile [--top 30]] [--json-line OUT.jsonl]
+      [--tag TAG]
 
 The step is the trainer's own (``simajax.training.steps.make_train_step``, jitted with the state
 donated), built from the config the trainer would use: ``--config synthetic`` (the quickstart's and
@@ -59,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--tag", default="", help="a label stored with the result")
   parser.add_argument("--image-size", type=int, default=None,
                       help="input side (data.image_size and model.input_size); default: the config's")
+  parser.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"),
+                      help="model.compute_dtype: activation dtype (parameters stay float32)")
   parser.add_argument("--allocator", default="tuned", choices=("tuned", "glibc"),
                       help="tuned: simajax.runtime.configure_allocator, as the CLIs; glibc: as is")
   return parser.parse_args(argv)
@@ -91,6 +94,7 @@ def main(argv=None) -> None:
   config.distill.enabled = args.stage == "sima"
   if args.image_size:
     config.data.image_size = config.model.input_size = args.image_size
+  config.model.compute_dtype = args.compute_dtype
   topology = model_setup.load_topology(config)
   model = model_setup.build_model(config, topology)
   tx, schedule = optim.make_optimizer(config, args.batch, steps_per_epoch=1000)
@@ -100,6 +104,7 @@ def main(argv=None) -> None:
                       if args.config == "synthetic"
                       else config_lib.base_config("mvr", "dexycb", variant=args.variant))
     teacher_config.model.input_size = config.model.input_size
+    teacher_config.model.compute_dtype = args.compute_dtype
     teacher = model_setup.build_model(teacher_config, topology)
     teacher_variables = jax.jit(lambda: steps.init_state(
         teacher, tx, 1, *model_setup.input_shapes("mvr", config.data.image_size)))()
@@ -152,6 +157,7 @@ def main(argv=None) -> None:
   bytes_accessed = float(cost.get("bytes accessed", float("nan")))
   result = {
       "stage": args.stage, "variant": args.variant, "config": args.config, "batch": args.batch,
+      "compute_dtype": args.compute_dtype, "device": jax.devices()[0].device_kind,
       "tag": args.tag, "allocator": args.allocator, "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "lower_s": lowered_at - start, "compile_s": compiled_at - lowered_at,
       "median_ms": 1e3 * median, "min_ms": 1e3 * min(times), "max_ms": 1e3 * max(times),
@@ -160,7 +166,8 @@ def main(argv=None) -> None:
       "gflop_per_s": flops / 1e9 / median, "gb_per_s": bytes_accessed / 1e9 / median,
       "minflt_per_step": faults, "load_start": load_start, "load_end": os.getloadavg()[0],
       "times_ms": [round(1e3 * t, 1) for t in times], "jax": jax.__version__}
-  print(f"{args.stage} {args.variant} ({args.config} recipe), batch {args.batch}: step "
+  print(f"{args.stage} {args.variant} ({args.config} recipe, {args.compute_dtype}), batch "
+        f"{args.batch}: step "
         f"{result['median_ms']:.1f} ms median (min {result['min_ms']:.1f}, max "
         f"{result['max_ms']:.1f}, CPU {result['cpu_median_ms']:.1f}); lower "
         f"{result['lower_s']:.1f} s + compile {result['compile_s']:.1f} s; "
