@@ -10,14 +10,15 @@ starts with ``_checked_root`` and hands each split's tasks to ``_read_split``.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import pathlib
 import sys
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import tensorflow_datasets as tfds
 
-from data_pipelines import readers_common as rc
-from data_pipelines import schema
+from data_pipelines import mano_labels, schema, workers
 
 
 class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -41,7 +42,7 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       mano_path: MANO_RIGHT.pkl (a builder that needs MANO_LEFT.pkl looks for it next to it).
       manual_dir: the dataset root (default: TFDS's <data_dir>/downloads/manual).
       num_workers: reader processes (default: the CPU count, or 1 for fewer than
-        ``rc.MIN_TASKS_FOR_WORKERS`` frames); 1 reads in this process.
+        ``workers.MIN_TASKS_FOR_WORKERS`` frames); 1 reads in this process.
       **kwargs: passed to ``tfds.core.GeneratorBasedBuilder`` (config, data_dir, ...).
     """
     super().__init__(**kwargs)
@@ -75,12 +76,17 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       FileNotFoundError: with the download instructions, for a missing root or MANO path; naming
         the file for a MANO model that is missing or unreadable.
     """
-    root = rc.manual_root(self._manual_root, dl_manager, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    # The builder's manual_dir, else TFDS's default one (<data_dir>/downloads/manual).
+    # pylint: disable-next=protected-access
+    root = self._manual_root if self._manual_root is not None else dl_manager._manual_dir
+    if root is None or not pathlib.Path(root).is_dir():
+      raise FileNotFoundError(f"manual_dir {root}: directory not found (pass --manual_dir).\n"
+                              + self.MANUAL_DOWNLOAD_INSTRUCTIONS)
     if self._mano_path is None:
       raise FileNotFoundError(f"{self.TITLE} needs the MANO model: pass --mano "
                               ".../MANO_RIGHT.pkl\n" + self.MANUAL_DOWNLOAD_INSTRUCTIONS)
-    rc.cached_mano(self._mano_path)  # fails early when the file is missing or unreadable
-    return root
+    mano_labels.cached_mano(self._mano_path)  # fails early when missing or unreadable
+    return pathlib.Path(root)
 
   def _read_split(self, split: str, reader: Callable, tasks: Sequence,
                   counts: Any) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -88,13 +94,18 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     Args:
       split: the split name.
-      reader: picklable callable: task -> ([(key, example), ...], counts), see ``rc.run_tasks``.
+      reader: picklable callable: task -> ([(key, example), ...], counts), see
+        ``workers.run_tasks``.
       tasks: the split's tasks, in record order.
-      counts: the split's (zero) counts dataclass, summed over the tasks and stored in the
-        dataset metadata under ``build_counts``.
+      counts: the split's (zero) counts dataclass, summed over the tasks, printed with its
+        ``summary(name)`` method and stored in the dataset metadata under ``build_counts``.
 
     Yields:
       (key, example) in task order.
     """
-    yield from rc.run_tasks(reader, tasks, counts, rc.num_workers(self._num_workers, len(tasks)))
-    rc.report_counts(self, split, counts)
+    yield from workers.run_tasks(reader, tasks, counts,
+                                 workers.num_workers(self._num_workers, len(tasks)))
+    text = counts.summary(f"{self.name}/{self.builder_config.name} {split}")
+    print(text, flush=True)
+    logging.info(text)
+    self.info.metadata.setdefault("build_counts", {})[split] = dataclasses.asdict(counts)

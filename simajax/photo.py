@@ -290,7 +290,7 @@ def crop_photo(photo: np.ndarray, out_size: int, box: Optional[np.ndarray] = Non
   if box is not None:
     check_box_in_image(box, width, height, source)  # in the user's coordinates
   if left:
-    photo = np.ascontiguousarray(augment.mirror_image(photo))
+    photo = np.ascontiguousarray(hand.mirror_image(photo))
     box = None if box is None else mirror_box(box, width)
   square = square_crop_box(width, height, box, expansion, source)
   affine = crop.crop_affine(square, out_size)

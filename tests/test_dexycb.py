@@ -18,12 +18,12 @@ import pytest
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
-from data_pipelines import readers_common as rc
+from data_pipelines import files
 from data_pipelines import schema
 from data_pipelines.dexycb import builder as builder_lib
 from data_pipelines.dexycb import examples, labels as labels_lib, layout
 from fixtures import dexycb_fixture as fx
-from fixtures import mano_fixture
+from fixtures import manual_builder_checks, mano_fixture
 
 MIRROR = np.array([-1.0, 1.0, 1.0])
 
@@ -31,11 +31,7 @@ MIRROR = np.array([-1.0, 1.0, 1.0])
 @pytest.fixture(scope="module")
 def dex(tmp_path_factory):
   """(truth, MANO_RIGHT path, MANO arrays) of one fabricated tree."""
-  tmp = tmp_path_factory.mktemp("dexycb")
-  arrays = mano_fixture.fake_mano_arrays(seed=3)
-  right, _ = mano_fixture.write_mano_pair(tmp / "mano", seed=3)
-  truth = fx.write_dexycb(tmp / "DexYCB", arrays)
-  return truth, right, arrays
+  return fx.write_dexycb_with_mano(tmp_path_factory.mktemp("dexycb"))
 
 
 def _build(config, truth, mano_path, data_dir):
@@ -353,15 +349,8 @@ def _view_file(root, truth, kind, view=0, frame=0):
 
 def test_missing_manual_dir_and_mano_are_named(dex, tmp_path):
   truth, right, _ = dex
-  with pytest.raises(FileNotFoundError, match="nowhere.*manual_dir"):
-    builder_lib.DexYcb(config="s0", data_dir=str(tmp_path), mano_path=str(right),
-                       manual_dir=str(tmp_path / "nowhere")).download_and_prepare()
-  with pytest.raises(FileNotFoundError, match="--mano"):
-    builder_lib.DexYcb(config="s0", data_dir=str(tmp_path),
-                       manual_dir=str(truth.root)).download_and_prepare()
-  with pytest.raises(FileNotFoundError, match="MANO_RIGHT_missing.pkl.*MANO_RIGHT"):
-    builder_lib.DexYcb(config="s0", data_dir=str(tmp_path), manual_dir=str(truth.root),
-                       mano_path=str(tmp_path / "MANO_RIGHT_missing.pkl")).download_and_prepare()
+  manual_builder_checks.check_missing_inputs_are_named(
+      builder_lib.DexYcb, "s0", truth.root, right, tmp_path, "MANO_RIGHT_missing.pkl")
 
 
 def test_missing_left_model_is_named(dex, damaged, tmp_path):
@@ -387,7 +376,7 @@ def test_unreadable_or_missing_image_is_named(dex, damaged):
   truth, right, _ = dex
   color = _view_file(damaged, truth, "color", view=2)
   color.write_bytes(b"not a jpeg")
-  with pytest.raises(rc.DatasetFormatError, match=f"{color}.*unreadable image"):
+  with pytest.raises(files.DatasetFormatError, match=f"{color}.*unreadable image"):
     _first_items(damaged, right)
   color.unlink()
   with pytest.raises(FileNotFoundError, match=str(color)):
@@ -407,7 +396,7 @@ def test_bad_label_file_is_named(dex, damaged, change, message):
     data = dict(npz)
   change(data)
   np.savez(path, **data)
-  with pytest.raises(rc.DatasetFormatError, match=f"{path.name}.*{message}"):
+  with pytest.raises(files.DatasetFormatError, match=f"{path.name}.*{message}"):
     _first_items(damaged, right)
 
 
@@ -418,7 +407,7 @@ def test_vis_ratio_above_one_is_an_error_naming_the_view(dex, damaged):
     data = dict(npz)
   data["seg"] = np.full_like(data["seg"], 255)  # a "hand" mask covering the whole image
   np.savez(path, **data)
-  with pytest.raises(rc.DatasetFormatError,
+  with pytest.raises(files.DatasetFormatError,
                      match=rf"{path} \(view 6, camera {fx.SERIALS[6]}, right hand\): "
                            r"vis_ratio \d+\.\d+ is outside \[0, 1\]"):
     _first_items(damaged, right)

@@ -17,12 +17,12 @@ import pytest
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
-from data_pipelines import readers_common as rc
+from data_pipelines import files
 from data_pipelines import schema
 from data_pipelines.hanco import builder as builder_lib
 from data_pipelines.hanco import examples, layout
 from fixtures import hanco_fixture as fx
-from fixtures import mano_fixture
+from fixtures import manual_builder_checks, mano_fixture
 
 
 @pytest.fixture(scope="module")
@@ -232,19 +232,12 @@ def _read_frame(root, mano_path, sid=0, fid=0):
 
 def test_missing_manual_dir_mano_and_meta_are_named(hanco, damaged, tmp_path):
   truth, right, _ = hanco
-  with pytest.raises(FileNotFoundError, match="nowhere.*manual_dir"):
-    builder_lib.HanCo(config="rgb", data_dir=str(tmp_path), mano_path=str(right),
-                      manual_dir=str(tmp_path / "nowhere")).download_and_prepare()
-  with pytest.raises(FileNotFoundError, match="--mano"):
-    builder_lib.HanCo(config="rgb", data_dir=str(tmp_path),
-                      manual_dir=str(truth.root)).download_and_prepare()
-  with pytest.raises(FileNotFoundError, match="gone.pkl.*MANO_RIGHT"):
-    builder_lib.HanCo(config="rgb", data_dir=str(tmp_path), mano_path=str(tmp_path / "gone.pkl"),
-                      manual_dir=str(truth.root)).download_and_prepare()
+  manual_builder_checks.check_missing_inputs_are_named(
+      builder_lib.HanCo, "rgb", truth.root, right, tmp_path, "gone.pkl")
   meta = json.loads((damaged / "meta.json").read_text())
   del meta["is_valid"]
   (damaged / "meta.json").write_text(json.dumps(meta))
-  with pytest.raises(rc.DatasetFormatError, match="meta.json: missing key 'is_valid'"):
+  with pytest.raises(files.DatasetFormatError, match="meta.json: missing key 'is_valid'"):
     layout.read_meta(damaged)
   (damaged / "meta.json").unlink()
   with pytest.raises(FileNotFoundError, match="meta.json"):
@@ -255,7 +248,7 @@ def test_missing_calibration_and_fit_are_named(hanco, damaged):
   _, right, _ = hanco
   calib = layout.frame_json_path(damaged, "calib", 0, 0)
   calib.write_text(json.dumps({"K": [[[1, 0, 0], [0, 1, 0], [0, 0, 1]]] * 7, "M": []}))
-  with pytest.raises(rc.DatasetFormatError, match=r"00000000.json: field 'K' must have shape"):
+  with pytest.raises(files.DatasetFormatError, match=r"00000000.json: field 'K' must have shape"):
     _read_frame(damaged, right)
   calib.unlink()
   with pytest.raises(FileNotFoundError, match=str(calib)):
@@ -270,7 +263,7 @@ def test_unreadable_or_missing_image_is_named(hanco, damaged):
   _, right, _ = hanco
   image = layout.image_path(damaged, "rgb", 0, 4, 2)
   image.write_bytes(b"\xff\xd8 truncated")
-  with pytest.raises(rc.DatasetFormatError, match=f"{image}.*unreadable image"):
+  with pytest.raises(files.DatasetFormatError, match=f"{image}.*unreadable image"):
     _read_frame(damaged, right, fid=2)
   image.unlink()
   with pytest.raises(FileNotFoundError, match=str(image)):

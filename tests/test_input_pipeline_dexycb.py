@@ -12,7 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from data_pipelines.dexycb import builder as builder_lib
-from fixtures import dexycb_fixture, mano_fixture
+from fixtures import dexycb_fixture
 from simajax import input_pipeline
 
 DATASET = "dexycb/s0"
@@ -21,9 +21,7 @@ DATASET = "dexycb/s0"
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("dexycb")
-  arrays = mano_fixture.fake_mano_arrays(seed=3)
-  right, _ = mano_fixture.write_mano_pair(tmp / "mano", seed=3)
-  truth = dexycb_fixture.write_dexycb(tmp / "DexYCB", arrays)
+  truth, right, _ = dexycb_fixture.write_dexycb_with_mano(tmp)
   builder = builder_lib.DexYcb(config="s0", data_dir=str(tmp / "tfds"), mano_path=str(right),
                                manual_dir=str(truth.root), file_format="array_record")
   builder.download_and_prepare(file_format="array_record")

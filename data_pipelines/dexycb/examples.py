@@ -10,14 +10,14 @@ For each sequence (``meta.yml``) and frame, the 8 views are read in ``layout.SER
     ``global_rot`` = Rodrigues(root);
   * the canonical mesh is the hand's own side's MANO model (MANO_LEFT's arrays for a left hand,
     as the labels were made) with zero root rotation, mirrored into the right-hand frame for a
-    left hand (``readers_common.ManoModels.canonical``); with ``global_rot`` and the annotated
-    wrist it gives the camera mesh (``readers_common.mesh_in_camera``), whose silhouette against
+    left hand (``mano_labels.ManoModels.canonical``); with ``global_rot`` and the annotated
+    wrist it gives the camera mesh (``mano_labels.mesh_in_camera``), whose silhouette against
     ``seg == 255`` is ``vis_ratio`` (a ratio above 1 is an error naming the view);
   * frame-level ``mano_pose``/``mano_trans`` are expressed in the master-camera ("world") frame,
     from the first valid view and its extrinsic.
 Frames without any valid view are skipped and counted (``BuildCounts``). ``FrameReader`` does the
 work of one frame and is picklable, so a builder can spread frames over worker processes
-(``readers_common.run_tasks``).
+(``workers.run_tasks``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from data_pipelines import readers_common as rc
-from data_pipelines import schema
+from data_pipelines import files, mano_labels, schema, view_table, visibility, workers
 from data_pipelines.dexycb import handoccnet, labels as labels_lib, layout
 from simajax import geometry
 
@@ -70,14 +69,11 @@ class BuildCounts:
   views_json_joint_mismatch: int = 0
 
   def summary(self, name: str) -> str:
-    """One line per non-zero count."""
-    lines = [f"{name}: {self.frames} frames, {self.valid_views} valid views, "
-             f"{self.skipped_no_hand_frames} frames skipped (no hand label in any view)"]
-    for field in dataclasses.fields(self)[3:]:
-      value = getattr(self, field.name)
-      if value:
-        lines.append(f"  {field.name}: {value}")
-    return "\n".join(lines)
+    """The first three counts, then one line per other non-zero count."""
+    return workers.counts_summary(
+        self, f"{name}: {self.frames} frames, {self.valid_views} valid views, "
+              f"{self.skipped_no_hand_frames} frames skipped (no hand label in any view)",
+        num_headline_fields=3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +137,7 @@ class FrameReader:
   ``BuildCounts``). Calibration, MANO and per-sequence data are cached per process.
   """
 
-  def __init__(self, root: rc.PathLike, mano_path: rc.PathLike, with_vis_ratio: bool = True):
+  def __init__(self, root: files.PathLike, mano_path: files.PathLike, with_vis_ratio: bool = True):
     """Args: root: the Dex-YCB root; mano_path: MANO_RIGHT; with_vis_ratio: render silhouettes."""
     self.root = str(root)
     self.mano_path = str(mano_path)
@@ -154,7 +150,7 @@ class FrameReader:
       FileNotFoundError / DatasetFormatError: naming the file, for missing or malformed files.
     """
     seq = _sequence_data(self.root, str(task.sequence.path))
-    mano = rc.cached_mano(self.mano_path)
+    mano = mano_labels.cached_mano(self.mano_path)
     counts = BuildCounts()
     example = _frame_example(task.sequence, task.frame, seq, mano, counts, self.with_vis_ratio,
                              task.listed)
@@ -180,7 +176,7 @@ def _sequence_data(root: str, sequence_path: str) -> _SequenceData:
   cameras = {}
   for serial in meta.serials:
     c2w = calib.cam_to_world(meta.extrinsics, serial)
-    cameras[serial] = _Camera(calib.intrinsics(serial), c2w, rc.rigid_inverse(c2w))
+    cameras[serial] = _Camera(calib.intrinsics(serial), c2w, _rigid_inverse(c2w))
   return _SequenceData(meta, calib.betas(meta.mano_calib), cameras)
 
 
@@ -189,9 +185,18 @@ def _calibration(root: str) -> layout.Calibration:
   return layout.Calibration(pathlib.Path(root))
 
 
+def _rigid_inverse(transform: np.ndarray) -> np.ndarray:
+  """Inverse of a [4, 4] rigid transform [R | t; 0 0 0 1]: [R^T | -R^T t]."""
+  rot, trans = transform[:3, :3], transform[:3, 3]
+  out = np.eye(4)
+  out[:3, :3] = rot.T
+  out[:3, 3] = -rot.T @ trans
+  return out
+
+
 def _frame_example(seq, frame, data, mano, counts, with_vis_ratio, frame_listed):
   meta, betas, cameras, side = data.meta, data.betas, data.cameras, data.meta.mano_side
-  table = rc.ViewTable(layout.SERIALS, "rgb")
+  table = view_table.ViewTable(layout.SERIALS, "rgb")
   views, rejected = [], []
   for v, serial in enumerate(layout.SERIALS):
     if serial not in cameras:
@@ -199,17 +204,17 @@ def _frame_example(seq, frame, data, mano, counts, with_vis_ratio, frame_listed)
       continue
     camera = cameras[serial]
     table.set_camera(v, camera.K, camera.world_to_cam)
-    color = rc.require_file(layout.color_path(seq.path, serial, frame),
-                            f"the Dex-YCB color image of frame {frame} (meta.yml num_frames="
-                            f"{meta.num_frames})")
+    color = files.require_file(layout.color_path(seq.path, serial, frame),
+                               f"the Dex-YCB color image of frame {frame} (meta.yml num_frames="
+                               f"{meta.num_frames})")
     labels = labels_lib.read_labels(layout.labels_path(seq.path, serial, frame))
     reason = _rejection(labels, serial, frame_listed, counts)
     if reason:
       rejected.append(reason)
       continue
-    image, image_hw = rc.read_image(color, "a Dex-YCB color image")
+    image, image_hw = files.read_image(color, "a Dex-YCB color image")
     if labels.seg.shape != image_hw:
-      raise rc.DatasetFormatError(
+      raise files.DatasetFormatError(
           f"{layout.labels_path(seq.path, serial, frame)}: key 'seg' has shape "
           f"{list(labels.seg.shape)}, expected the color image size {list(image_hw)}")
     views.append(_View(v, image, labels, mano.pca_to_axis_angle(side, labels.pca),
@@ -227,14 +232,15 @@ def _frame_example(seq, frame, data, mano, counts, with_vis_ratio, frame_listed)
     camera = cameras[serial]
     vis = schema.UNKNOWN_VIS_RATIO
     if with_vis_ratio:
-      verts_cam = rc.mesh_in_camera(verts_c, joints_c, view.global_rot, labels.joint_3d[0], side)
-      vis = rc.visibility_ratio(
+      verts_cam = mano_labels.mesh_in_camera(verts_c, joints_c, view.global_rot,
+                                             labels.joint_3d[0], side)
+      vis = visibility.visibility_ratio(
           labels.hand_pixels, verts_cam, mano.faces, camera.K,
           where=f"{layout.labels_path(seq.path, serial, frame)} (view {view.index}, camera "
                 f"{serial}, {side} hand)")
       counts.views_unknown_vis += vis == schema.UNKNOWN_VIS_RATIO
     table.set_view(
-        view.index, image=view.image, hand_mask=rc.encode_mask(labels.hand_pixels),
+        view.index, image=view.image, hand_mask=files.encode_mask(labels.hand_pixels),
         joints_img=labels.joint_2d, joints_cam=labels.joint_3d, global_rot=view.global_rot,
         mano_pose=np.concatenate([labels.root_axis_angle, view.fingers]),
         mano_trans=labels.trans, vis_ratio=vis)
@@ -243,7 +249,7 @@ def _frame_example(seq, frame, data, mano, counts, with_vis_ratio, frame_listed)
   first = views[0]
   c2w = cameras[layout.SERIALS[first.index]].cam_to_world
   world_rot = c2w[:3, :3] @ first.global_rot
-  world_trans = rc.move_trans(first.labels.trans, mano.rest_wrist(side, betas), c2w)
+  world_trans = mano_labels.move_trans(first.labels.trans, mano.rest_wrist(side, betas), c2w)
   return {
       "frame_key": frame_key(seq.subject, seq.name, frame),
       "dataset": "dexycb",

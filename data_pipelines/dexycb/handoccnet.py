@@ -13,7 +13,7 @@ import pathlib
 
 import numpy as np
 
-from data_pipelines import readers_common as rc
+from data_pipelines import files
 from data_pipelines.dexycb import layout
 
 FrameKey = tuple[str, str, int]  # (subject, sequence, frame)
@@ -38,25 +38,25 @@ def read_split(path: pathlib.Path) -> dict[FrameKey, dict[str, np.ndarray]]:
     FileNotFoundError: when the file is missing.
     DatasetFormatError: naming the file and entry for missing keys or malformed file names.
   """
-  data = rc.read_json(path, "HandOccNet's Dex-YCB S0 annotation JSON")
-  images = rc.get_key(data, "images", path, "COCO image list")
-  annotations = rc.get_key(data, "annotations", path, "COCO annotation list")
+  data = files.read_json(path, "HandOccNet's Dex-YCB S0 annotation JSON")
+  images = files.get_key(data, "images", path, "COCO image list")
+  annotations = files.get_key(data, "annotations", path, "COCO annotation list")
   names = {}
   for image in images:
-    image_id = rc.get_key(image, "id", path, "image id")
-    name = rc.get_key(image, "file_name", path, "<subject>/<sequence>/<serial>/color_%06d.jpg")
+    image_id = files.get_key(image, "id", path, "image id")
+    name = files.get_key(image, "file_name", path, "<subject>/<sequence>/<serial>/color_%06d.jpg")
     parsed = layout.parse_image_name(name)
     if parsed is None:
-      raise rc.DatasetFormatError(
+      raise files.DatasetFormatError(
           f"{path}: image file_name {name!r} is not <subject>/<sequence>/<serial>/color_%06d.jpg")
     names[image_id] = parsed
   frames: dict[FrameKey, dict[str, np.ndarray]] = {}
   for ann in annotations:
-    image_id = rc.get_key(ann, "image_id", path, "the annotated image id")
+    image_id = files.get_key(ann, "image_id", path, "the annotated image id")
     if image_id not in names:
-      raise rc.DatasetFormatError(f"{path}: annotation refers to unknown image_id {image_id}")
+      raise files.DatasetFormatError(f"{path}: annotation refers to unknown image_id {image_id}")
     subject, sequence, serial, frame = names[image_id]
-    joints = rc.float_array(rc.get_key(ann, "joints_coord_cam", path, "21x3 camera joints"),
-                            (21, 3), path, f"annotations[image_id={image_id}].joints_coord_cam")
+    joints = files.float_array(files.get_key(ann, "joints_coord_cam", path, "21x3 camera joints"),
+                               (21, 3), path, f"annotations[image_id={image_id}].joints_coord_cam")
     frames.setdefault((subject, sequence, frame), {})[serial] = joints
   return frames

@@ -16,7 +16,7 @@ import zipfile
 
 import numpy as np
 
-from data_pipelines import readers_common as rc
+from data_pipelines import files
 
 _SHAPES = {"pose_m": (1, 51), "joint_3d": (1, 21, 3), "joint_2d": (1, 21, 2)}
 
@@ -74,31 +74,31 @@ def read_labels(path: pathlib.Path) -> Labels:
     DatasetFormatError: naming the file and key for a missing key, a wrong shape or dtype, or
       an unreadable file.
   """
-  path = rc.require_file(path, "a Dex-YCB labels_%06d.npz next to the color image")
+  path = files.require_file(path, "a Dex-YCB labels_%06d.npz next to the color image")
   try:
     with np.load(path, allow_pickle=False) as npz:
       missing = [k for k in ("seg", *_SHAPES) if k not in npz.files]
       if missing:
-        raise rc.DatasetFormatError(
+        raise files.DatasetFormatError(
             f"{path}: missing keys {missing}; expected seg, pose_m, joint_3d, joint_2d "
             f"(found {sorted(npz.files)})")
       arrays = {k: npz[k] for k in ("seg", *_SHAPES)}
   except (OSError, ValueError, zipfile.BadZipFile) as e:
-    if isinstance(e, rc.DatasetFormatError):
+    if isinstance(e, files.DatasetFormatError):
       raise
-    raise rc.DatasetFormatError(f"{path}: unreadable labels file ({e})") from e
+    raise files.DatasetFormatError(f"{path}: unreadable labels file ({e})") from e
   seg = arrays["seg"]
   if seg.ndim != 2 or seg.dtype != np.uint8:
-    raise rc.DatasetFormatError(
+    raise files.DatasetFormatError(
         f"{path}: key 'seg' must be uint8 [H, W] (the color image size), got "
         f"{seg.dtype} {list(seg.shape)}")
   values = {}
   for key, shape in _SHAPES.items():
     value = arrays[key]
     if value.shape != shape or value.dtype.kind != "f":
-      raise rc.DatasetFormatError(
+      raise files.DatasetFormatError(
           f"{path}: key '{key}' must be float {list(shape)}, got {value.dtype} {list(value.shape)}")
     if not np.all(np.isfinite(value)):
-      raise rc.DatasetFormatError(f"{path}: key '{key}' has non-finite values")
+      raise files.DatasetFormatError(f"{path}: key '{key}' has non-finite values")
     values[key] = np.asarray(value[0], np.float64)
   return Labels(seg=seg, **values)

@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from data_pipelines import readers_common as rc
+from data_pipelines import files
 
 # Subject directories and camera serials, in the toolkit's index order (docs/DATASETS.md §1.1).
 SUBJECTS = (
@@ -99,7 +99,7 @@ def list_sequences(root: pathlib.Path) -> list[SequenceRef]:
     FileNotFoundError: when ``root`` or every subject folder is missing.
     DatasetFormatError: when a subject folder holds no sequence folders.
   """
-  root = rc.require_dir(root, "the Dex-YCB root with the 2020xxxx-subject-xx folders")
+  root = files.require_dir(root, "the Dex-YCB root with the 2020xxxx-subject-xx folders")
   found = [s for s in SUBJECTS if (root / s).is_dir()]
   if not found:
     raise FileNotFoundError(
@@ -109,7 +109,7 @@ def list_sequences(root: pathlib.Path) -> list[SequenceRef]:
     names = sorted(p.name for p in (root / subject).iterdir()
                    if p.is_dir() and _SEQUENCE_NAME.match(p.name))
     if not names:
-      raise rc.DatasetFormatError(
+      raise files.DatasetFormatError(
           f"{root / subject}: no sequence folders named YYYYMMDD_HHMMSS")
     refs.extend(SequenceRef(subject, SUBJECTS.index(subject), name, i, root / subject / name)
                 for i, name in enumerate(names))
@@ -123,34 +123,35 @@ def read_meta(path: pathlib.Path) -> Meta:
     FileNotFoundError: when it is missing.
     DatasetFormatError: naming the key when a key is missing or malformed.
   """
-  data = rc.read_yaml(path, "a Dex-YCB sequence meta.yml")
-  get = lambda key, expected: rc.get_key(data, key, path, expected)
+  data = files.read_yaml(path, "a Dex-YCB sequence meta.yml")
+  get = lambda key, expected: files.get_key(data, key, path, expected)
   serials = get("serials", "list of camera serials")
   sides = get("mano_sides", "list with one hand side")
   calib = get("mano_calib", "list with one MANO calibration name")
   ycb_ids = get("ycb_ids", "list of YCB class ids")
   if not isinstance(serials, list) or not serials:
-    raise rc.DatasetFormatError(f"{path}: 'serials' must be a non-empty list, got {serials!r}")
+    raise files.DatasetFormatError(f"{path}: 'serials' must be a non-empty list, got {serials!r}")
   unknown = [s for s in serials if s not in SERIALS]
   if unknown:
-    raise rc.DatasetFormatError(f"{path}: unknown camera serials {unknown}; expected {SERIALS}")
+    raise files.DatasetFormatError(f"{path}: unknown camera serials {unknown}; expected {SERIALS}")
   if not isinstance(sides, list) or len(sides) != 1 or sides[0] not in ("right", "left"):
-    raise rc.DatasetFormatError(
+    raise files.DatasetFormatError(
         f"{path}: 'mano_sides' must be a list with one of 'right'/'left', got {sides!r}")
   if not isinstance(calib, list) or len(calib) != 1 or not isinstance(calib[0], str):
-    raise rc.DatasetFormatError(f"{path}: 'mano_calib' must be a list with one name, got {calib!r}")
+    raise files.DatasetFormatError(
+        f"{path}: 'mano_calib' must be a list with one name, got {calib!r}")
   extrinsics = get("extrinsics", "the extrinsics calibration name")
   if not isinstance(extrinsics, str):
-    raise rc.DatasetFormatError(f"{path}: 'extrinsics' must be a name, got {extrinsics!r}")
+    raise files.DatasetFormatError(f"{path}: 'extrinsics' must be a name, got {extrinsics!r}")
   try:
     num_frames = int(get("num_frames", "number of frames"))
     ycb = tuple(int(i) for i in ycb_ids)
     grasp = int(get("ycb_grasp_ind", "index of the grasped object"))
   except (TypeError, ValueError) as e:
-    raise rc.DatasetFormatError(f"{path}: num_frames, ycb_ids and ycb_grasp_ind must be "
-                                f"integers ({e})") from e
+    raise files.DatasetFormatError(f"{path}: num_frames, ycb_ids and ycb_grasp_ind must be "
+                                   f"integers ({e})") from e
   if num_frames <= 0:
-    raise rc.DatasetFormatError(f"{path}: 'num_frames' must be positive, got {num_frames}")
+    raise files.DatasetFormatError(f"{path}: 'num_frames' must be positive, got {num_frames}")
   return Meta(serials=tuple(serials), num_frames=num_frames, ycb_ids=ycb, ycb_grasp_ind=grasp,
               mano_side=sides[0], mano_calib=calib[0], extrinsics=extrinsics)
 
@@ -169,9 +170,9 @@ class Calibration:
   """Reads (and caches) ``<root>/calibration``: intrinsics, extrinsics and MANO betas."""
 
   def __init__(self, root: pathlib.Path):
-    self.dir = rc.require_dir(pathlib.Path(root) / "calibration",
-                              "the Dex-YCB 'calibration' folder (intrinsics/, extrinsics_*/, "
-                              "mano_*/)")
+    self.dir = files.require_dir(pathlib.Path(root) / "calibration",
+                                 "the Dex-YCB 'calibration' folder (intrinsics/, extrinsics_*/, "
+                                 "mano_*/)")
     self._intrinsics: dict[str, np.ndarray] = {}
     self._extrinsics: dict[str, dict[str, np.ndarray]] = {}
     self._betas: dict[str, np.ndarray] = {}
@@ -180,10 +181,11 @@ class Calibration:
     """[3, 3] K of a camera from ``intrinsics/<serial>_640x480.yml`` (the ``color`` block)."""
     if serial not in self._intrinsics:
       path = self.dir / "intrinsics" / f"{serial}_640x480.yml"
-      data = rc.read_yaml(path, f"the color intrinsics of camera {serial}")
-      color = rc.get_key(data, "color", path, "a 'color' block with fx, fy, ppx, ppy")
-      values = [rc.get_key(color, k, path, "color intrinsics") for k in ("fx", "fy", "ppx", "ppy")]
-      fx, fy, ppx, ppy = rc.float_array(values, (4,), path, "color.{fx,fy,ppx,ppy}")
+      data = files.read_yaml(path, f"the color intrinsics of camera {serial}")
+      color = files.get_key(data, "color", path, "a 'color' block with fx, fy, ppx, ppy")
+      values = [files.get_key(color, k, path, "color intrinsics")
+                for k in ("fx", "fy", "ppx", "ppy")]
+      fx, fy, ppx, ppy = files.float_array(values, (4,), path, "color.{fx,fy,ppx,ppy}")
       self._intrinsics[serial] = np.array([[fx, 0, ppx], [0, fy, ppy], [0, 0, 1]])
     return self._intrinsics[serial]
 
@@ -196,19 +198,19 @@ class Calibration:
     """
     if name not in self._extrinsics:
       path = self.dir / f"extrinsics_{name}" / "extrinsics.yml"
-      data = rc.read_yaml(path, "the camera extrinsics named in meta.yml")
-      entries = rc.get_key(data, "extrinsics", path, "serial -> 12 floats [R|t] (cam -> master)")
+      data = files.read_yaml(path, "the camera extrinsics named in meta.yml")
+      entries = files.get_key(data, "extrinsics", path, "serial -> 12 floats [R|t] (cam -> master)")
       if not isinstance(entries, dict):
-        raise rc.DatasetFormatError(f"{path}: 'extrinsics' must map serials to 12 floats")
+        raise files.DatasetFormatError(f"{path}: 'extrinsics' must map serials to 12 floats")
       table = {}
       for key, value in entries.items():
         transform = np.eye(4)
-        transform[:3] = rc.float_array(value, (12,), path, f"extrinsics.{key}").reshape(3, 4)
+        transform[:3] = files.float_array(value, (12,), path, f"extrinsics.{key}").reshape(3, 4)
         table[str(key)] = transform
       self._extrinsics[name] = table
     table = self._extrinsics[name]
     if serial not in table:
-      raise rc.DatasetFormatError(
+      raise files.DatasetFormatError(
           f"{self.dir / f'extrinsics_{name}' / 'extrinsics.yml'}: no entry for camera {serial} "
           f"under 'extrinsics' (found {sorted(table)})")
     return table[serial]
@@ -217,9 +219,9 @@ class Calibration:
     """[10] MANO shape of ``mano_<name>/mano.yml``."""
     if name not in self._betas:
       path = self.dir / f"mano_{name}" / "mano.yml"
-      data = rc.read_yaml(path, "the MANO shape calibration named in meta.yml")
-      self._betas[name] = rc.float_array(rc.get_key(data, "betas", path, "10 MANO betas"),
-                                         (10,), path, "betas")
+      data = files.read_yaml(path, "the MANO shape calibration named in meta.yml")
+      self._betas[name] = files.float_array(files.get_key(data, "betas", path, "10 MANO betas"),
+                                            (10,), path, "betas")
     return self._betas[name]
 
 

@@ -40,8 +40,7 @@ import dataclasses
 
 import tensorflow_datasets as tfds
 
-from data_pipelines import manual_builder
-from data_pipelines import readers_common as rc
+from data_pipelines import files, manual_builder
 from data_pipelines.hanco import examples, layout
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
@@ -99,7 +98,7 @@ class HanCo(manual_builder.ManualBuilder):
     if not cfg.train_variants or cfg.train_variants[0] != examples.BASE_VARIANT:
       raise ValueError(f"HanCoConfig.train_variants must start with 'rgb', got "
                        f"{cfg.train_variants}")
-    rc.require_dir(root / "rgb", "HanCo's rgb/<sid>/cam<c>/<fid>.jpg images")
+    files.require_dir(root / "rgb", "HanCo's rgb/<sid>/cam<c>/<fid>.jpg images")
     meta = layout.read_meta(root)
     splits = layout.split_frames(root, meta, cfg.split_rule, cfg.frame_step)
     variants = {"train": cfg.train_variants, "test": (examples.BASE_VARIANT,)}

@@ -22,8 +22,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from data_pipelines import readers_common as rc
-from data_pipelines import schema
+from data_pipelines import files, mano_labels, schema, view_table, visibility, workers
 from data_pipelines.hanco import layout
 from simajax import geometry
 
@@ -53,14 +52,10 @@ class BuildCounts:
   views_unknown_vis: int = 0
 
   def summary(self, name: str) -> str:
-    """One line per non-zero count."""
-    lines = [f"{name}: {self.frames} frames, {self.examples} examples, "
-             f"{self.valid_views} valid views"]
-    for field in dataclasses.fields(self)[3:]:
-      value = getattr(self, field.name)
-      if value:
-        lines.append(f"  {field.name}: {value}")
-    return "\n".join(lines)
+    """The first three counts, then one line per other non-zero count."""
+    return workers.counts_summary(
+        self, f"{name}: {self.frames} frames, {self.examples} examples, "
+              f"{self.valid_views} valid views", num_headline_fields=3)
 
 
 def frame_key(sid: int, fid: int, variant: str = BASE_VARIANT) -> str:
@@ -69,7 +64,7 @@ def frame_key(sid: int, fid: int, variant: str = BASE_VARIANT) -> str:
   return key if variant == BASE_VARIANT else f"{key}/{variant}"
 
 
-def frame_examples(root: pathlib.Path, sid: int, fid: int, mano: rc.ManoModels,
+def frame_examples(root: pathlib.Path, sid: int, fid: int, mano: mano_labels.ManoModels,
                    counts: BuildCounts, *, variants=(BASE_VARIANT,), with_vis_ratio: bool = True,
                    ) -> Iterator[tuple[str, dict[str, Any]]]:
   """The examples of one time step: one per image variant.
@@ -93,7 +88,7 @@ def frame_examples(root: pathlib.Path, sid: int, fid: int, mano: rc.ManoModels,
   K, M = layout.read_calib(layout.frame_json_path(root, "calib", sid, fid))
   xyz = layout.read_xyz(layout.frame_json_path(root, "xyz", sid, fid))
   fit_path = layout.frame_json_path(root, "shape", sid, fid)
-  fit = layout.read_world_fit(rc.require_file(
+  fit = layout.read_world_fit(files.require_file(
       fit_path, "the world MANO fit of a frame selected by the split rule (is_valid / has_fit)"))
   verts_c, joints_c = mano.canonical(fit.poses[3:], fit.shapes, "right")
   rest_wrist = mano.rest_wrist("right", fit.shapes)
@@ -102,22 +97,23 @@ def frame_examples(root: pathlib.Path, sid: int, fid: int, mano: rc.ManoModels,
 
   labels = []
   for cam in range(layout.NUM_CAMERAS):
-    image, image_hw = rc.read_image(layout.image_path(root, BASE_VARIANT, sid, cam, fid),
-                                    "a HanCo rgb image")
+    image, image_hw = files.read_image(layout.image_path(root, BASE_VARIANT, sid, cam, fid),
+                                       "a HanCo rgb image")
     joints_cam = xyz @ M[cam, :3, :3].T + M[cam, :3, 3]
     global_rot = M[cam, :3, :3] @ world_rot
     mask_path = layout.image_path(root, "mask_hand", sid, cam, fid)
     mask_bytes, vis = b"", schema.UNKNOWN_VIS_RATIO
     if mask_path.is_file():
-      mask = rc.read_mask(mask_path, "a HanCo hand mask")
+      mask = files.read_mask(mask_path, "a HanCo hand mask")
       if mask.shape != image_hw:
-        raise rc.DatasetFormatError(f"{mask_path}: mask size {list(mask.shape)} differs from "
-                                    f"the rgb image size {list(image_hw)}")
-      mask_bytes = rc.encode_mask(mask)
+        raise files.DatasetFormatError(f"{mask_path}: mask size {list(mask.shape)} differs from "
+                                       f"the rgb image size {list(image_hw)}")
+      mask_bytes = files.encode_mask(mask)
       if with_vis_ratio:
-        verts_cam = rc.mesh_in_camera(verts_c, joints_c, global_rot, joints_cam[0], "right")
-        vis = rc.visibility_ratio(mask, verts_cam, mano.faces, K[cam],
-                                  where=f"{mask_path} (view {cam})")
+        verts_cam = mano_labels.mesh_in_camera(verts_c, joints_c, global_rot, joints_cam[0],
+                                               "right")
+        vis = visibility.visibility_ratio(mask, verts_cam, mano.faces, K[cam],
+                                          where=f"{mask_path} (view {cam})")
         counts.views_unknown_vis += vis == schema.UNKNOWN_VIS_RATIO
     else:
       counts.views_without_mask += 1
@@ -126,7 +122,7 @@ def frame_examples(root: pathlib.Path, sid: int, fid: int, mano: rc.ManoModels,
         joints_img=(joints_cam @ K[cam].T)[:, :2] / joints_cam[:, 2:], joints_cam=joints_cam,
         global_rot=global_rot,
         mano_pose=np.concatenate([geometry.matrix_to_axis_angle(global_rot), fit.poses[3:]]),
-        mano_trans=rc.move_trans(fit.global_t, rest_wrist, M[cam]), vis_ratio=vis))
+        mano_trans=mano_labels.move_trans(fit.global_t, rest_wrist, M[cam]), vis_ratio=vis))
 
   frame = {
       "dataset": "hanco",
@@ -140,14 +136,14 @@ def frame_examples(root: pathlib.Path, sid: int, fid: int, mano: rc.ManoModels,
       "verts_canonical": verts_c.astype(np.float32),
   }
   for variant in variants:
-    table = rc.ViewTable([f"cam{c}" for c in range(layout.NUM_CAMERAS)], variant)
+    table = view_table.ViewTable([f"cam{c}" for c in range(layout.NUM_CAMERAS)], variant)
     for cam, view in enumerate(labels):
       table.set_camera(cam, K[cam], M[cam])
       if variant != BASE_VARIANT:
         path = layout.image_path(root, variant, sid, cam, fid)
         if not path.is_file():
           continue
-        view = dict(view, image=rc.read_image(path, f"a HanCo {variant} image")[0])
+        view = dict(view, image=files.read_image(path, f"a HanCo {variant} image")[0])
       table.set_view(cam, **view)
     valid = int(table.arrays["view_valid"].sum())
     if not valid:
@@ -167,7 +163,7 @@ class FrameReader:
   process.
   """
 
-  def __init__(self, root: rc.PathLike, mano_path: rc.PathLike,
+  def __init__(self, root: files.PathLike, mano_path: files.PathLike,
                variants: Sequence[str] = (BASE_VARIANT,), with_vis_ratio: bool = True):
     """Args: see ``frame_examples``; mano_path: MANO_RIGHT."""
     self.root = str(root)
@@ -180,6 +176,6 @@ class FrameReader:
     sid, fid = task
     counts = BuildCounts()
     items = list(frame_examples(pathlib.Path(self.root), sid, fid,
-                                rc.cached_mano(self.mano_path), counts, variants=self.variants,
-                                with_vis_ratio=self.with_vis_ratio))
+                                mano_labels.cached_mano(self.mano_path), counts,
+                                variants=self.variants, with_vis_ratio=self.with_vis_ratio))
     return items, counts

@@ -22,7 +22,7 @@ import pathlib
 
 import numpy as np
 
-from data_pipelines import readers_common as rc
+from data_pipelines import files
 
 NUM_CAMERAS = 8
 META_KEYS = ("is_train", "subject_id", "is_valid", "object_id", "has_fit")
@@ -64,19 +64,19 @@ def read_meta(root: pathlib.Path) -> Meta:
     DatasetFormatError: naming the key for a missing key or mismatching per-sequence lengths.
   """
   path = pathlib.Path(root) / "meta.json"
-  data = rc.read_json(path, "HanCo's meta.json (is_train, subject_id, is_valid, object_id, "
-                      "has_fit)")
-  values = {key: rc.get_key(data, key, path, "a list with one per-frame list per sequence")
+  data = files.read_json(path, "HanCo's meta.json (is_train, subject_id, is_valid, object_id, "
+                         "has_fit)")
+  values = {key: files.get_key(data, key, path, "a list with one per-frame list per sequence")
             for key in META_KEYS}
   lengths = {key: len(v) if isinstance(v, list) else None for key, v in values.items()}
   if len(set(lengths.values())) != 1 or None in lengths.values():
-    raise rc.DatasetFormatError(f"{path}: every key must be a list of the same length (one entry "
-                                f"per sequence), got lengths {lengths}")
+    raise files.DatasetFormatError(f"{path}: every key must be a list of the same length (one "
+                                   f"entry per sequence), got lengths {lengths}")
   for sid in range(lengths["is_train"]):
     frames = {key: len(values[key][sid]) if isinstance(values[key][sid], list) else None
               for key in META_KEYS}
     if len(set(frames.values())) != 1 or None in frames.values():
-      raise rc.DatasetFormatError(
+      raise files.DatasetFormatError(
           f"{path}: sequence {sid} must have one value per frame under every key, got "
           f"lengths {frames}")
   return Meta(**values)
@@ -94,33 +94,33 @@ def frame_json_path(root: pathlib.Path, kind: str, sid: int, fid: int) -> pathli
 
 def read_calib(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
   """(K [8, 3, 3], M [8, 4, 4] world -> camera) of one time step."""
-  data = rc.read_json(path, "a HanCo calib file {K: 8 x 3x3, M: 8 x 4x4}")
-  K = rc.float_array(rc.get_key(data, "K", path, "8 intrinsic matrices"),
-                     (NUM_CAMERAS, 3, 3), path, "K")
-  M = rc.float_array(rc.get_key(data, "M", path, "8 world-to-camera matrices"),
-                     (NUM_CAMERAS, 4, 4), path, "M")
+  data = files.read_json(path, "a HanCo calib file {K: 8 x 3x3, M: 8 x 4x4}")
+  K = files.float_array(files.get_key(data, "K", path, "8 intrinsic matrices"),
+                        (NUM_CAMERAS, 3, 3), path, "K")
+  M = files.float_array(files.get_key(data, "M", path, "8 world-to-camera matrices"),
+                        (NUM_CAMERAS, 4, 4), path, "M")
   return K, M
 
 
 def read_xyz(path: pathlib.Path) -> np.ndarray:
   """[21, 3] world joints (metres, OpenPose order)."""
-  data = rc.read_json(path, "HanCo world keypoints (21 x [x, y, z])")
-  return rc.float_array(data, (21, 3), path, "xyz")
+  data = files.read_json(path, "HanCo world keypoints (21 x [x, y, z])")
+  return files.float_array(data, (21, 3), path, "xyz")
 
 
 def read_world_fit(path: pathlib.Path) -> WorldFit:
   """A world MANO fit; each value is flattened (files nest them in singleton lists, §7.7)."""
-  data = rc.read_json(path, "a HanCo world MANO fit {poses: 48, shapes: 10, global_t: 3}")
+  data = files.read_json(path, "a HanCo world MANO fit {poses: 48, shapes: 10, global_t: 3}")
   sizes = {"poses": 48, "shapes": 10, "global_t": 3}
   values = {}
   for key, size in sizes.items():
-    raw = rc.get_key(data, key, path, f"{size} values")
+    raw = files.get_key(data, key, path, f"{size} values")
     try:
       value = np.asarray(raw, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as e:
-      raise rc.DatasetFormatError(f"{path}: key '{key}' must be numeric, got {raw!r}") from e
+      raise files.DatasetFormatError(f"{path}: key '{key}' must be numeric, got {raw!r}") from e
     if value.size != size or not np.all(np.isfinite(value)):
-      raise rc.DatasetFormatError(
+      raise files.DatasetFormatError(
           f"{path}: key '{key}' must hold {size} finite values, got {value.size}")
     values[key] = value
   return WorldFit(**values)

@@ -1,8 +1,11 @@
 """Left/right mirroring about the x = 0 plane (docs/DATASETS.md §3.5, ARCHITECTURE.md §7.4).
 
-Left-hand samples are mirrored to right hands for training and evaluation: with M = diag(-1, 1, 1)
-points map to M p, rotations to M R M, which for an axis-angle (x, y, z) is (x, -y, -z), and
-triangles reverse their winding so they still face outwards.
+The one home of mirroring, for hand models, labels and images alike. Left-hand samples are
+mirrored to right hands for training and evaluation: with M = diag(-1, 1, 1) points map to M p,
+rotations to M R M, which for an axis-angle (x, y, z) is (x, -y, -z), and triangles reverse their
+winding so they still face outwards. In the image the same mirror is a horizontal flip, pixel
+columns u -> W - 1 - u, with intrinsics that project the mirrored camera-frame points onto the
+flipped image (``mirror_intrinsics``).
 """
 
 from __future__ import annotations
@@ -62,6 +65,50 @@ def mirror_rotation_matrix(rotation):
   xp = _xp(rotation)
   m = xp.asarray(_MIRROR, dtype=rotation.dtype)
   return rotation * m[:, None] * m[None, :]
+
+
+def mirror_image(image: np.ndarray) -> np.ndarray:
+  """Flips an image horizontally.
+
+  Args:
+    image: [H, W, ...] numpy array.
+
+  Returns:
+    The flipped view of it (columns reversed).
+  """
+  return image[:, ::-1]
+
+
+def mirror_points_2d(points: np.ndarray, width: int) -> np.ndarray:
+  """Pixel coordinates in the horizontally flipped image: u -> W - 1 - u.
+
+  Args:
+    points: [..., 2] (u, v) pixel coordinates (pixel centres at integers).
+    width: the image width W.
+
+  Returns:
+    The mirrored coordinates, same shape.
+  """
+  return np.concatenate([width - 1.0 - points[..., :1], points[..., 1:]], axis=-1)
+
+
+def mirror_intrinsics(K: np.ndarray, width: int) -> np.ndarray:
+  """Intrinsics of the flipped image for mirrored (x -> -x) camera-frame points.
+
+  Projecting M p with these gives the mirror (``mirror_points_2d``) of p's projection with K:
+  cx -> W - 1 - cx, and the skew changes sign.
+
+  Args:
+    K: [3, 3] intrinsics of the original image.
+    width: the image width W.
+
+  Returns:
+    [3, 3] float64 intrinsics.
+  """
+  flipped = np.array(K, np.float64)
+  flipped[0, 2] = width - 1.0 - flipped[0, 2]
+  flipped[0, 1] = -flipped[0, 1]
+  return flipped
 
 
 def mirror_faces(faces):

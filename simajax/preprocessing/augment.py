@@ -6,9 +6,9 @@ rotates the image by -rot (``crop.crop_affine``); the 3D labels follow with A = 
 camera's optical axis: camera-frame points become A x, the root rotation becomes A R_root, and the
 canonical (zero-rotation) mesh does not change.
 
-Left hands are mirrored to right hands before cropping (docs/DATASETS.md §1.7): the image is
-flipped, u -> W - 1 - u, x -> -x in the camera frame, and R -> M R M with M = diag(-1, 1, 1), which
-is negating the y and z components of the axis-angle.
+Left hands are mirrored to right hands before cropping (docs/DATASETS.md §1.7), with
+``simajax.hand.mirror``: the image is flipped, u -> W - 1 - u, x -> -x in the camera frame, and
+R -> M R M with M = diag(-1, 1, 1), which is negating the y and z components of the axis-angle.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ SCALE_FACTOR = 0.25
 ROT_FACTOR_DEG = 30.0
 ROT_PROBABILITY = 0.6
 COLOR_FACTOR = 0.2
-MIRROR = np.diag([-1.0, 1.0, 1.0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,31 +62,3 @@ def apply_color(image: np.ndarray, gain) -> np.ndarray:
   """Per-channel gain on a uint8 [H, W, 3] image, clipped to [0, 255], scaled to float32 [0, 1]."""
   scaled = image.astype(np.float32) * np.asarray(gain, np.float32)
   return np.clip(scaled, 0.0, 255.0) * np.float32(1.0 / 255.0)
-
-
-def mirror_image(image: np.ndarray) -> np.ndarray:
-  """Horizontal flip of [H, W, ...]."""
-  return image[:, ::-1]
-
-
-def mirror_points_2d(points: np.ndarray, width: int) -> np.ndarray:
-  """u -> W - 1 - u for [..., 2] pixel coordinates."""
-  return np.concatenate([width - 1.0 - points[..., :1], points[..., 1:]], axis=-1)
-
-
-def mirror_intrinsics(K: np.ndarray, width: int) -> np.ndarray:
-  """Intrinsics of the flipped image for mirrored (x -> -x) camera-frame points: cx -> W-1-cx."""
-  flipped = np.array(K, np.float64)
-  flipped[0, 2] = width - 1.0 - flipped[0, 2]
-  flipped[0, 1] = -flipped[0, 1]
-  return flipped
-
-
-def mirror_points_3d(points: np.ndarray) -> np.ndarray:
-  """x -> -x for [..., 3] camera-frame points."""
-  return points * np.array([-1.0, 1.0, 1.0])
-
-
-def mirror_rotation(rotation: np.ndarray) -> np.ndarray:
-  """M R M: the root rotation of the mirrored hand."""
-  return MIRROR @ rotation @ MIRROR

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from data_pipelines import schema
+from simajax.hand import mirror
 from simajax.preprocessing import augment, crop
 
 LEFT = schema.HAND_SIDES.index("left")
@@ -59,12 +60,12 @@ def process_view(record: Mapping[str, Any], view: int, out_size: int,
   root_rot = np.asarray(views["global_rot"][view], np.float64)
 
   if mirror_left and int(record["hand_side"]) == LEFT:
-    image = augment.mirror_image(image)
-    mask = None if mask is None else augment.mirror_image(mask)
-    joints_img = augment.mirror_points_2d(joints_img, width)
-    K = augment.mirror_intrinsics(K, width)
-    joints_cam = augment.mirror_points_3d(joints_cam)
-    root_rot = augment.mirror_rotation(root_rot)
+    image = mirror.mirror_image(image)
+    mask = None if mask is None else mirror.mirror_image(mask)
+    joints_img = mirror.mirror_points_2d(joints_img, width)
+    K = mirror.mirror_intrinsics(K, width)
+    joints_cam = mirror.mirror_points(joints_cam)
+    root_rot = mirror.mirror_rotation_matrix(root_rot)
 
   box = crop.joints_box(joints_img, width, height)
   if box is None:
