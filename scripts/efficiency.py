@@ -209,10 +209,9 @@ def svr_blocks(model) -> dict[str, Callable]:
   shared_mapping = ResidualMapping()
   j_mapping = ResidualMapping()
   encoder = backbone_lib.DenseStack(model.hourglass_out, backbone_lib.ENCODER, model.se_max_hidden)
-  head = RotationRegressor(model.attention_heads, model.attention_head_dim,
-                           model.attention_dropout, tuple(model.rot_conv_channels),
-                           tuple(model.rot_pre_channels), tuple(model.rot_fc_channels),
-                           use_ofe=model.use_ofe)
+  head = RotationRegressor(tuple(model.rot_conv_channels), tuple(model.rot_pre_channels),
+                           tuple(model.rot_fc_channels), model.use_ofe, model.attention_heads,
+                           model.attention_head_dim, model.attention_dropout)
   lifting = Lifting(model.up_matrices[-1].shape[1])
   decoder = SpiralDecoder(tuple(model.decoder_channels), tuple(model.up_matrices),
                           tuple(model.spirals), model.spiral_impl)

@@ -83,15 +83,18 @@ class BackboneFeatures(NamedTuple):
 
 
 class Backbone(nn.Module):
-  """``SIMA_Backnone`` (MobRecon's DenseStack backbone): image -> (f_i, j_latent, latent, uv)."""
-  stem_channels: int = 64
-  pre_channels: int = 128
-  base_channels: int = 128
-  hourglass_out: int = 24
-  latent_channels: int = 256
-  uv_hidden: tuple[int, ...] = (128, 64)
-  num_joints: int = 21
-  se_max_hidden: int = 256
+  """``SIMA_Backnone`` (MobRecon's DenseStack backbone): image -> (f_i, j_latent, latent, uv).
+
+  Field meanings (and the official widths) in ``models/config.py``.
+  """
+  stem_channels: int
+  pre_channels: int
+  base_channels: int
+  hourglass_out: int
+  latent_channels: int
+  uv_hidden: tuple[int, ...]
+  num_joints: int
+  se_max_hidden: int
 
   @nn.compact
   def __call__(self, images: Array, train: bool) -> tuple[BackboneFeatures, dict[str, Array]]:

@@ -106,8 +106,7 @@ class ImageFusion(nn.Module):
                        f"{f_i.shape[-1]}-channel image feature")
     x = jnp.where(_view_mask(valid, f_i), f_i, 0.0)
     x = _FirstBlock(self.channels[0], name="block_0")(x, train)
-    for i, width in enumerate(self.channels[1:], start=1):
-      x = layers.ConvBN(width, 1, use_bias=True, name=f"block_{i}")(x, train)
+    x = layers.conv_bn_blocks(x, self.channels[1:], train, first=1)
     return f_i + x, x
 
 
@@ -138,10 +137,7 @@ class JointFusion(nn.Module):
       (g_j(pooled) [B, h, w, channels[-1]], pooled [B, h, w, 3C]); f_j^M(k) = j(k) + g_j(pooled).
     """
     pooled = jnp.concatenate(masked_view_statistics(j, valid), axis=-1)
-    x = pooled
-    for i, width in enumerate(self.channels):
-      x = layers.ConvBN(width, 1, use_bias=True, name=f"block_{i}")(x, train)
-    return x, pooled
+    return layers.conv_bn_blocks(pooled, self.channels, train), pooled
 
 
 def vertex_fusion(f_v: Array, valid: Array) -> tuple[Array, Array]:

@@ -259,18 +259,22 @@ def _depthwise_bwd(residuals, g):
 depthwise_conv3x3.defvjp(_depthwise_fwd, _depthwise_bwd)
 
 
-class Conv(nn.Module):
+class _ConvFields(nn.Module):
+  """torch Conv2d's arguments, the fields ``Conv`` and ``ConvBN`` share."""
+  features: int
+  kernel_size: int = 1
+  stride: int = 1
+  depthwise: bool = False
+  use_bias: bool = False
+
+
+class Conv(_ConvFields):
   """torch Conv2d with symmetric explicit padding (k // 2), HWIO kernel, optional bias.
 
   ``depthwise=True`` is the groups = C, 3x3, stride-1 case used by the MobileUnits. Accumulates
   in at least float32 and returns the input's dtype, or the accumulation dtype with
   ``keep_accumulator`` (as ``Linear``).
   """
-  features: int
-  kernel_size: int = 1
-  stride: int = 1
-  depthwise: bool = False
-  use_bias: bool = False
   keep_accumulator: bool = False
 
   @nn.compact
@@ -306,7 +310,7 @@ class Conv(nn.Module):
     return y if self.keep_accumulator else y.astype(x.dtype)
 
 
-class ConvBN(nn.Module):
+class ConvBN(_ConvFields):
   """The official ``conv_layer``: Conv, then optional BatchNorm, then optional ReLU.
 
   Children ``conv`` and ``bn`` are torch's ``<p>.0`` and ``<p>.1``. Under bfloat16 activations
@@ -314,13 +318,8 @@ class ConvBN(nn.Module):
   normalisation divides by the batch spread, which magnifies a 0.4 % rounding of values whose
   mean is large against that spread, and through ~100 layers the errors grew to ~30 %.
   """
-  features: int
-  kernel_size: int = 1
-  stride: int = 1
-  depthwise: bool = False
   use_bn: bool = True
   relu: bool = True
-  use_bias: bool = False
 
   @nn.compact
   def __call__(self, x: Array, train: bool) -> Array:
@@ -331,6 +330,17 @@ class ConvBN(nn.Module):
     if self.relu:
       y = nn.relu(y)
     return y.astype(x.dtype)
+
+
+def conv_bn_blocks(x: Array, widths: Sequence[int], train: bool, first: int = 0) -> Array:
+  """x through one 1x1 ``ConvBN`` with bias (BN, ReLU) per width: an official ``conv_layer``
+  Sequential of the orientation branch and the fusions, children ``block_{first}``, ... .
+
+  Call it from a compact ``__call__``: the children are created in the calling module.
+  """
+  for i, width in enumerate(widths, start=first):
+    x = ConvBN(width, 1, use_bias=True, name=f"block_{i}")(x, train)
+  return x
 
 
 class LinBN(nn.Module):

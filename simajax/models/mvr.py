@@ -26,7 +26,7 @@ changes the statistics, while *what* they showed does not. Outputs of invalid vi
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
 
 import flax.linen as nn
 import jax
@@ -37,25 +37,18 @@ from simajax import geometry
 from simajax.mesh import MeshTopology
 from simajax.models import backbone as backbone_lib
 from simajax.models import fusion
-from simajax.models.config import mvr_config
-from simajax.models.lifting import Lifting
+from simajax.models.config import HandNetFields, MVRFields, config_name
 from simajax.models.orientation import RotationRegressor
-from simajax.models.spiral import SpiralDecoder
-from simajax.models.svr import (HandNetFields, build_svr, hand_net_fields, orientation_input,
+from simajax.models.svr import (decode_mesh, encode_and_lift, network_kwargs, orientation_input,
                                  rotate_about_wrist, to_compute_dtype, to_float32, to_tokens)
 
 Array = jax.Array
-
-# MVR-only config fields (``mvr_config``); ``build_mvr`` fills those a config lacks from
-# ``mvr_config(model_config.variant)``.
-MVR_FIELDS = ("num_views", "iff_channels", "jff_channels", "mvr_rot_conv_channels",
-              "mvr_rot_pre_channels", "mvr_rot_fc_channels")
 
 # Backbone intermediates handed out per view ([B, V, ...]).
 _PER_VIEW_BACKBONE_MIDS = ("image_feature_f_i", "joint_feature_j_latent", "latent", "uv_raw")
 
 
-class MVRHand(HandNetFields):
+class MVRHand(MVRFields):
   """The MVR network. Build it with ``build_mvr``; field meanings in ``models/config.py``.
 
   ``__call__(images, view_valid, train)`` returns ``(outputs, intermediates)``: outputs keyed by
@@ -64,12 +57,6 @@ class MVRHand(HandNetFields):
   ``lifting``, ``decoder3d``, ``mano_joint_reg``, ``dense_stack3``) hold the same shapes as the
   SVR's of the same variant, so weights can move between the two.
   """
-  num_views: int = 8
-  iff_channels: Sequence[int] = (128, 128, 128)
-  jff_channels: Sequence[int] = (1024, 1024, 1024)
-  rot_conv_channels: Sequence[int] = (512, 256)
-  rot_pre_channels: Sequence[int] = (2048, 1024)
-  rot_fc_channels: Sequence[int] = (1024, 512, 256)
 
   @nn.compact
   def __call__(self, images: Array, view_valid: Array,
@@ -102,25 +89,12 @@ class MVRHand(HandNetFields):
     def flat(x):  # [B, V, ...] -> [B * V, ...]
       return x.reshape((b * v,) + x.shape[2:])
 
-    num_joints = self.joint_regressor.shape[0]
-    feats, backbone_mids = backbone_lib.Backbone(
-        self.stem_channels, self.pre_channels, self.base_channels, self.hourglass_out,
-        self.latent_channels, tuple(self.uv_hidden), num_joints, self.se_max_hidden,
-        name="backbone")(flat(images), train)
-    mids = {k: per_view(backbone_mids[k]) for k in _PER_VIEW_BACKBONE_MIDS}
-
     # Shape branch: lift every view, fuse over the views, decode one canonical mesh per hand.
-    coarse_vertices = self.up_matrices[-1].shape[1]
-    f_v, _ = Lifting(coarse_vertices, name="lifting")(feats.latent, feats.uv)
+    feats, f_v, view_mids = encode_and_lift(self, flat(images), train)
+    mids = {k: per_view(view_mids[k]) for k in _PER_VIEW_BACKBONE_MIDS}
     f_v = per_view(f_v)
     f_v_fused, view_weights = fusion.vertex_fusion(f_v, valid)
-    verts, decoder_mids = SpiralDecoder(tuple(self.decoder_channels), tuple(self.up_matrices),
-                                        tuple(self.spirals), self.spiral_impl,
-                                        name="decoder3d")(f_v_fused)
-    regressor = self.param("mano_joint_reg", lambda *_: jnp.asarray(self.joint_regressor))
-    if not self.train_joint_regressor:
-      regressor = jax.lax.stop_gradient(regressor)
-    joints = jnp.einsum("jv,bvc->bjc", regressor.astype(verts.dtype), verts)
+    verts, joints, decoder_mids = decode_mesh(self, f_v_fused)
     mids.update(decoder_mids)
     mids.update({"lifted_vertex_feature_f_v": f_v, "vff_view_weights": view_weights,
                  "fused_vertex_feature": f_v_fused})
@@ -135,9 +109,8 @@ class MVRHand(HandNetFields):
     g_j, _ = fusion.JointFusion(tuple(self.jff_channels), name="joint_fusion")(j, valid, train)
     f_j_fused = j + g_j[:, None]
     tokens = to_tokens(flat(f_j_fused) + f_o)
-    rot6d, _ = RotationRegressor(conv_channels=tuple(self.rot_conv_channels),
-                                 pre_channels=tuple(self.rot_pre_channels),
-                                 fc_channels=tuple(self.rot_fc_channels), use_ofe=False,
+    rot6d, _ = RotationRegressor(tuple(self.rot_conv_channels), tuple(self.rot_pre_channels),
+                                 tuple(self.rot_fc_channels), use_ofe=False,
                                  name="rot_reg")(None, tokens, train)
     rot6d, verts, joints = to_float32((rot6d, verts, joints))
     rot_mat = per_view(geometry.rot6d_to_matrix(rot6d))
@@ -167,13 +140,6 @@ def init_mvr_variables(model: MVRHand, seed: int = 0) -> dict:
   return jax.jit(lambda k: model.lazy_init({"params": k}, images, view_valid, train=False))(key)
 
 
-def _int_tuple(c: dict, name: str) -> tuple[int, ...]:
-  value = tuple(int(x) for x in c[name])
-  if not value:
-    raise ValueError(f"model.{name} must list at least one width")
-  return value
-
-
 def build_mvr(model_config: ml_collections.ConfigDict, topology: MeshTopology) -> MVRHand:
   """Builds the MVR of a config (``mvr_config``) on a mesh topology.
 
@@ -191,21 +157,18 @@ def build_mvr(model_config: ml_collections.ConfigDict, topology: MeshTopology) -
     ValueError: for an invalid topology or knob (e.g. fusion widths that do not end at the
       feature they are added to).
   """
-  svr = build_svr(model_config, topology)
-  defaults = mvr_config(model_config.get("variant", "official"))
-  c = {k: model_config.get(k, defaults[k]) for k in MVR_FIELDS}
-  num_views = int(c["num_views"])
-  if num_views < 1:
-    raise ValueError(f"model.num_views must be >= 1, got {num_views}")
-  iff, jff = _int_tuple(c, "iff_channels"), _int_tuple(c, "jff_channels")
-  if iff[-1] != svr.base_channels:
-    raise ValueError(f"model.iff_channels must end at base_channels = {svr.base_channels} (g_i "
+  kwargs = network_kwargs(MVRHand, model_config, topology)
+  if kwargs["num_views"] < 1:
+    raise ValueError(f"model.num_views must be >= 1, got {kwargs['num_views']}")
+  shared = {f.name for f in dataclasses.fields(HandNetFields)}
+  for field in dataclasses.fields(MVRFields):
+    if field.name not in shared and isinstance(field.default, tuple) and not kwargs[field.name]:
+      raise ValueError(f"model.{config_name(field)} must list at least one width")
+  iff, jff, width = kwargs["iff_channels"], kwargs["jff_channels"], kwargs["base_channels"]
+  if iff[-1] != width:
+    raise ValueError(f"model.iff_channels must end at base_channels = {width} (g_i "
                      f"is added to f_i), got {iff}")
-  if jff[-1] != 8 * svr.base_channels:
+  if jff[-1] != 8 * width:
     raise ValueError(f"model.jff_channels must end at 8 * base_channels = "
-                     f"{8 * svr.base_channels} (g_j is added to j), got {jff}")
-  return MVRHand(
-      **hand_net_fields(svr), num_views=num_views, iff_channels=iff, jff_channels=jff,
-      rot_conv_channels=_int_tuple(c, "mvr_rot_conv_channels"),
-      rot_pre_channels=_int_tuple(c, "mvr_rot_pre_channels"),
-      rot_fc_channels=_int_tuple(c, "mvr_rot_fc_channels"))
+                     f"{8 * width} (g_j is added to j), got {jff}")
+  return MVRHand(**kwargs)

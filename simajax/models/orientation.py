@@ -33,9 +33,7 @@ class ResidualMapping(nn.Module):
   @nn.compact
   def __call__(self, x: Array, train: bool) -> tuple[Array, Array]:
     """Returns (x + residual, residual), both shaped like x [B, H, W, C]."""
-    residual = x
-    for i in range(self.num_layers):
-      residual = layers.ConvBN(x.shape[-1], 1, use_bias=True, name=f"block_{i}")(residual, train)
+    residual = layers.conv_bn_blocks(x, (x.shape[-1],) * self.num_layers, train)
     return x + residual, residual
 
 
@@ -44,15 +42,17 @@ class RotationRegressor(nn.Module):
 
   Children: ``self_attn_1``, ``self_attn_2``, ``crs_attn`` (attention; only with ``use_ofe``),
   ``conv_block_{0,2}`` (k=1 Conv1d as Linear), ``pre_block_{0,2}`` and ``fc_block_1_{0,2,...}``
-  (Linear with bias), named after torch's Sequential indices.
+  (Linear with bias), named after torch's Sequential indices. Widths (and the official ones) in
+  ``models/config.py``.
   """
-  num_heads: int = 8
-  head_dim: int = 512
-  dropout: float = 0.1
-  conv_channels: Sequence[int] = (512, 256)
-  pre_channels: Sequence[int] = (2048, 1024)
-  fc_channels: Sequence[int] = (512, 256, 128, 64, 32, 16)
+  conv_channels: Sequence[int]
+  pre_channels: Sequence[int]
+  fc_channels: Sequence[int]
   use_ofe: bool = True
+  # The OFE attention blocks' heads, per-head width and dropout; read only with ``use_ofe``.
+  num_heads: int | None = None
+  head_dim: int | None = None
+  dropout: float = 0.0
 
   @nn.compact
   def __call__(self, f_j: Array | None, f_o: Array,

@@ -13,8 +13,7 @@ the canonical mesh.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -25,6 +24,8 @@ import numpy as np
 from simajax import geometry
 from simajax.mesh import MeshTopology
 from simajax.models import backbone as backbone_lib
+from simajax.models import config as config_lib
+from simajax.models.config import HandNetFields, SVRFields
 from simajax.models.lifting import Lifting
 from simajax.models.orientation import ResidualMapping, RotationRegressor
 from simajax.models.spiral import SPIRAL_IMPLS, SpiralDecoder
@@ -64,31 +65,6 @@ def rotate_about_wrist(verts: Array, joints: Array, rot_mat: Array) -> tuple[Arr
   return verts_w_gr + root_grad, joints_w_gr + root_grad
 
 
-class HandNetFields(nn.Module):
-  """The fields ``SVRHand`` and ``MVRHand`` share: mesh tables, backbone and shape-branch widths.
-
-  Both networks build their ``backbone``, ``lifting``, ``decoder3d`` and ``mano_joint_reg`` from
-  these fields alone, which is why one variant's SVR and MVR weights have the same shapes there.
-  Field meanings in ``models/config.py``.
-  """
-  spirals: Sequence[np.ndarray]
-  up_matrices: Sequence[np.ndarray]
-  joint_regressor: np.ndarray
-  input_size: int = 128
-  stem_channels: int = 64
-  pre_channels: int = 128
-  base_channels: int = 128
-  hourglass_out: int = 24
-  se_max_hidden: int = 256
-  latent_channels: int = 256
-  uv_hidden: Sequence[int] = (128, 64)
-  decoder_channels: Sequence[int] = (32, 64, 128, 256)
-  spiral_impl: str = "plain"
-  train_joint_regressor: bool = True
-  compute_dtype: str = "float32"
-  detach_orientation_inputs: bool = True
-
-
 def orientation_input(model: HandNetFields, x: Array) -> Array:
   """A backbone feature as the orientation branch reads it: detached, as the official code does,
   unless ``model.detach_orientation_inputs`` is False (then the rotation loss trains the
@@ -115,14 +91,54 @@ def to_float32(tree):
                  if jnp.issubdtype(a.dtype, jnp.floating) else a), tree)
 
 
-def hand_net_fields(model: HandNetFields) -> dict[str, Any]:
-  """The values of ``model``'s ``HandNetFields`` fields, by name (to build one net like another)."""
-  # Every linen module also has the dataclass fields 'parent' and 'name', which are not knobs.
-  return {field.name: getattr(model, field.name) for field in dataclasses.fields(HandNetFields)
-          if field.name not in ("parent", "name")}
+def encode_and_lift(model: HandNetFields, images: Array,
+                    train: bool) -> tuple[backbone_lib.BackboneFeatures, Array, dict[str, Array]]:
+  """The backbone and the lifting, shared by ``SVRHand`` and ``MVRHand``.
+
+  Call it from the network's compact ``__call__``: it creates the submodules ``backbone`` and
+  ``lifting`` in the network itself, at the parameter paths official weights load into.
+
+  Args:
+    model: the network.
+    images: [N, S, S, 3] in the compute dtype.
+    train: train-mode BatchNorm.
+
+  Returns:
+    (backbone features, f_v [N, N_L, C], backbone and lifting intermediates).
+  """
+  num_joints = model.joint_regressor.shape[0]
+  feats, mids = backbone_lib.Backbone(
+      model.stem_channels, model.pre_channels, model.base_channels, model.hourglass_out,
+      model.latent_channels, tuple(model.uv_hidden), num_joints, model.se_max_hidden,
+      name="backbone")(images, train)
+  coarse_vertices = model.up_matrices[-1].shape[1]
+  f_v, lifting_mids = Lifting(coarse_vertices, name="lifting")(feats.latent, feats.uv)
+  return feats, f_v, {**mids, **lifting_mids}
 
 
-class SVRHand(HandNetFields):
+def decode_mesh(model: HandNetFields, f_v: Array) -> tuple[Array, Array, dict[str, Array]]:
+  """The spiral decoder and the joint regressor, shared by ``SVRHand`` and ``MVRHand``.
+
+  Creates ``decoder3d`` and the parameter ``mano_joint_reg`` in the calling network, as
+  ``encode_and_lift`` does.
+
+  Args:
+    model: the network.
+    f_v: [B, N_L, C] coarse vertex features (the MVR's fused over the views).
+
+  Returns:
+    (canonical vertices [B, V, 3], joints [B, J, 3], decoder intermediates).
+  """
+  verts, mids = SpiralDecoder(tuple(model.decoder_channels), tuple(model.up_matrices),
+                              tuple(model.spirals), model.spiral_impl, name="decoder3d")(f_v)
+  regressor = model.param("mano_joint_reg", lambda *_: jnp.asarray(model.joint_regressor))
+  if not model.train_joint_regressor:
+    regressor = jax.lax.stop_gradient(regressor)
+  joints = jnp.einsum("jv,bvc->bjc", regressor.astype(verts.dtype), verts)
+  return verts, joints, mids
+
+
+class SVRHand(SVRFields):
   """The SVR network. Build it with ``build_svr``; field meanings in ``models/config.py``.
 
   ``__call__(images, train)`` returns ``(outputs, intermediates)``: outputs keyed by
@@ -134,12 +150,8 @@ class SVRHand(HandNetFields):
   ``j_latent_mapping`` either, whose f_j only the attention reads; the rotation regressor reads
   the f_o tokens, which are then also ``orientation_feature_enhanced_f_o_hat`` (the L_OE target).
   """
-  attention_heads: int = 8
-  attention_head_dim: int = 512
-  attention_dropout: float = 0.1
-  rot_conv_channels: Sequence[int] = (512, 256)
-  rot_pre_channels: Sequence[int] = (2048, 1024)
-  rot_fc_channels: Sequence[int] = (512, 256, 128, 64, 32, 16)
+  # An ablation switch, not a variant knob: ``svr_config`` leaves it out, and a training config
+  # sets it (``simajax.config_lib``).
   use_ofe: bool = True
 
   @nn.compact
@@ -149,24 +161,10 @@ class SVRHand(HandNetFields):
     if images.ndim != 4 or images.shape[1:] != (s, s, 3):
       raise ValueError(f"SVRHand expects images [B, {s}, {s}, 3] (NHWC RGB), got {images.shape}")
     images = to_compute_dtype(self, images)
-    num_joints = self.joint_regressor.shape[0]
-    feats, mids = backbone_lib.Backbone(
-        self.stem_channels, self.pre_channels, self.base_channels, self.hourglass_out,
-        self.latent_channels, tuple(self.uv_hidden), num_joints, self.se_max_hidden,
-        name="backbone")(images, train)
-
-    # Shape branch.
-    coarse_vertices = self.up_matrices[-1].shape[1]
-    f_v, lifting_mids = Lifting(coarse_vertices, name="lifting")(feats.latent, feats.uv)
-    mids.update(lifting_mids)
-    verts, decoder_mids = SpiralDecoder(tuple(self.decoder_channels), tuple(self.up_matrices),
-                                        tuple(self.spirals), self.spiral_impl,
-                                        name="decoder3d")(f_v)
+    # Backbone and shape branch.
+    feats, f_v, mids = encode_and_lift(self, images, train)
+    verts, joints, decoder_mids = decode_mesh(self, f_v)
     mids.update(decoder_mids)
-    regressor = self.param("mano_joint_reg", lambda *_: jnp.asarray(self.joint_regressor))
-    if not self.train_joint_regressor:
-      regressor = jax.lax.stop_gradient(regressor)
-    joints = jnp.einsum("jv,bvc->bjc", regressor.astype(verts.dtype), verts)
 
     # Orientation branch, on detached backbone features.
     share = orientation_input(self, feats.f_i)
@@ -182,9 +180,9 @@ class SVRHand(HandNetFields):
       mids.update({"j_latent_residual": j_residual, "joint_feature_f_j": f_j})
       f_j_tokens = to_tokens(f_j)
     rot6d, rot_mids = RotationRegressor(
-        self.attention_heads, self.attention_head_dim, self.attention_dropout,
         tuple(self.rot_conv_channels), tuple(self.rot_pre_channels), tuple(self.rot_fc_channels),
-        use_ofe=self.use_ofe, name="rot_reg")(f_j_tokens, to_tokens(f_o), train)
+        self.use_ofe, self.attention_heads, self.attention_head_dim, self.attention_dropout,
+        name="rot_reg")(f_j_tokens, to_tokens(f_o), train)
     mids.update(rot_mids)
     # The rotation and the rotated mesh in float32 (Gram-Schmidt and the composition are cheap).
     rot6d, verts, joints = to_float32((rot6d, verts, joints))
@@ -236,55 +234,58 @@ def decoder_topology(topology: MeshTopology, num_stages: int):
   return spirals, ups
 
 
+def network_kwargs(cls: type[HandNetFields], model_config: ml_collections.ConfigDict,
+                   topology: MeshTopology) -> dict[str, Any]:
+  """The constructor arguments of a network (``SVRHand``, ``MVRHand``), validated.
+
+  Args:
+    cls: the network class.
+    model_config: the ``model`` ConfigDict; its knobs are read by ``config.module_kwargs``.
+    topology: the mesh hierarchy; its spirals, up-sampling matrices and joint regressor (the
+      init of the trainable ``mano_joint_reg``) are baked into the module.
+
+  Returns:
+    The keyword arguments of ``cls``.
+
+  Raises:
+    ValueError: when the topology has no joint regressor or does not fit the decoder, or a knob
+      shared by both networks is invalid.
+  """
+  if topology.joint_regressor is None:
+    raise ValueError("the mesh topology has no joint_regressor; SVRHand needs it to initialise "
+                     "mano_joint_reg (use a topology file with a 'joint_regressor' array)")
+  knobs = config_lib.module_kwargs(cls, model_config)
+  if knobs["compute_dtype"] not in COMPUTE_DTYPES:
+    raise ValueError(f"model.compute_dtype must be one of {COMPUTE_DTYPES}, "
+                     f"got {knobs['compute_dtype']!r}")
+  if knobs["spiral_impl"] not in SPIRAL_IMPLS:
+    raise ValueError(f"model.spiral_impl must be one of {SPIRAL_IMPLS}, "
+                     f"got {knobs['spiral_impl']!r}")
+  if knobs["input_size"] % 32:
+    raise ValueError(f"model.input_size must be a multiple of 32, got {knobs['input_size']}")
+  if knobs["base_channels"] % 2:
+    raise ValueError(f"model.base_channels must be even (dense-block growth c/2), "
+                     f"got {knobs['base_channels']}")
+  spirals, ups = decoder_topology(topology, len(knobs["decoder_channels"]))
+  regressor = np.asarray(topology.joint_regressor, np.float32)
+  if regressor.shape[1] != topology.level_sizes[0]:
+    raise ValueError(f"joint_regressor {regressor.shape} does not match the "
+                     f"{topology.level_sizes[0]}-vertex mesh")
+  return dict(spirals=spirals, up_matrices=ups, joint_regressor=regressor, **knobs)
+
+
 def build_svr(model_config: ml_collections.ConfigDict, topology: MeshTopology) -> SVRHand:
   """Builds the SVR of a config (``svr_config``) on a mesh topology.
 
   Args:
     model_config: the ``model`` ConfigDict (fields of ``simajax.models.config.svr_config``,
       plus an optional ``use_ofe``, default True: False builds the "w/o OFE" ablation).
-    topology: the mesh hierarchy; its spirals, up-sampling matrices and joint regressor (the
-      init of the trainable ``mano_joint_reg``) are baked into the module.
+    topology: the mesh hierarchy (spirals, up-sampling matrices, joint regressor).
 
   Returns:
     An unbound ``SVRHand``.
 
   Raises:
-    ValueError: when the topology has no joint regressor or does not fit the decoder, or a knob
-      is invalid.
+    ValueError: see ``network_kwargs``.
   """
-  c = model_config
-  if topology.joint_regressor is None:
-    raise ValueError("the mesh topology has no joint_regressor; SVRHand needs it to initialise "
-                     "mano_joint_reg (use a topology file with a 'joint_regressor' array)")
-  if c.get("compute_dtype", "float32") not in COMPUTE_DTYPES:
-    raise ValueError(f"model.compute_dtype must be one of {COMPUTE_DTYPES}, "
-                     f"got {c.compute_dtype!r}")
-  if c.spiral_impl not in SPIRAL_IMPLS:
-    raise ValueError(f"model.spiral_impl must be one of {SPIRAL_IMPLS}, got {c.spiral_impl!r}")
-  if c.input_size % 32:
-    raise ValueError(f"model.input_size must be a multiple of 32, got {c.input_size}")
-  if c.base_channels % 2:
-    raise ValueError(f"model.base_channels must be even (dense-block growth c/2), "
-                     f"got {c.base_channels}")
-  channels = tuple(int(x) for x in c.decoder_channels)
-  spirals, ups = decoder_topology(topology, len(channels))
-  regressor = np.asarray(topology.joint_regressor, np.float32)
-  if regressor.shape[1] != topology.level_sizes[0]:
-    raise ValueError(f"joint_regressor {regressor.shape} does not match the "
-                     f"{topology.level_sizes[0]}-vertex mesh")
-  return SVRHand(
-      spirals=spirals, up_matrices=ups, joint_regressor=regressor,
-      input_size=int(c.input_size), stem_channels=int(c.stem_channels),
-      pre_channels=int(c.pre_channels), base_channels=int(c.base_channels),
-      hourglass_out=int(c.hourglass_out), se_max_hidden=int(c.se_max_hidden),
-      latent_channels=int(c.latent_channels), uv_hidden=tuple(int(x) for x in c.uv_hidden),
-      decoder_channels=channels, spiral_impl=str(c.spiral_impl),
-      attention_heads=int(c.attention_heads), attention_head_dim=int(c.attention_head_dim),
-      attention_dropout=float(c.attention_dropout),
-      rot_conv_channels=tuple(int(x) for x in c.rot_conv_channels),
-      rot_pre_channels=tuple(int(x) for x in c.rot_pre_channels),
-      rot_fc_channels=tuple(int(x) for x in c.rot_fc_channels),
-      use_ofe=bool(c.get("use_ofe", True)),
-      train_joint_regressor=bool(c.get("train_joint_regressor", True)),
-      compute_dtype=str(c.get("compute_dtype", "float32")),
-      detach_orientation_inputs=bool(c.get("detach_orientation_inputs", True)))
+  return SVRHand(**network_kwargs(SVRHand, model_config, topology))
