@@ -39,12 +39,13 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from efficiency import load_average, median_time, random_variables  # noqa: E402  pylint: disable=g-import-not-at-top
 
-from simajax import checkpoint_io, export, model_setup, predict  # noqa: E402
+from simajax import export, model_setup, predict  # noqa: E402
 from simajax.mesh import MeshTopology  # noqa: E402
 from simajax.models import build_svr, formulation, svr_config  # noqa: E402
+from simajax.training import export_dir  # noqa: E402
 
 
-def build(args) -> tuple[checkpoint_io.LoadedModel, str]:
+def build(args) -> tuple[export_dir.LoadedModel, str]:
   """The model to export: a checkpoint, or random weights of ``--variant``."""
   if args.checkpoint:
     return predict.load_model(args.checkpoint)
@@ -52,8 +53,8 @@ def build(args) -> tuple[checkpoint_io.LoadedModel, str]:
       ml_collections.ConfigDict({"topology": None, "hand_model": None})))
   config = svr_config(args.variant)
   model = build_svr(config, topology)
-  variables = random_variables(checkpoint_io.abstract_variables(model), topology)
-  return (checkpoint_io.LoadedModel(model, jax.device_put(variables), config, topology),
+  variables = random_variables(export_dir.abstract_variables(model), topology)
+  return (export_dir.LoadedModel(model, jax.device_put(variables), config, topology),
           f"random {args.variant} weights")
 
 

@@ -37,10 +37,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from simajax import checkpoint_io, cli
+from simajax import cli
 from simajax.mesh import MeshTopology
 from simajax.models import build_svr, init_variables, svr_config
 from simajax.models.config import VARIANTS
+from simajax.training import export_dir
 
 SKIPPED_KEY_PATTERNS = (
     r".*\.num_batches_tracked",
@@ -299,7 +300,7 @@ def convert(state_dict: Mapping[str, np.ndarray], model_config: ml_collections.C
   freshly initialised from ``seed``.
   """
   model = build_svr(model_config, topology)
-  abstract = checkpoint_io.abstract_variables(model)
+  abstract = export_dir.abstract_variables(model)
   if not backbone_only:
     return state_dict_to_variables(state_dict, abstract, source=source)
   imported = state_dict_to_variables(normalise_backbone_keys(state_dict), abstract,
@@ -360,7 +361,7 @@ def _main(argv: list[str]) -> int:
   state_dict = read_state_dict(args.torch_state_dict)
   variables = convert(state_dict, model_config, topology, backbone_only=args.backbone_only,
                       seed=args.seed, source=args.torch_state_dict)
-  checkpoint_io.save_checkpoint(args.out, variables, model_config, topology)
+  export_dir.save_checkpoint(args.out, variables, model_config, topology)
   if not args.backbone_only:
     save_torch_extras(args.out, state_dict)
   num = sum(np.size(x) for x in jax.tree.leaves(variables["params"]))

@@ -44,11 +44,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simajax import checkpoint_io, cli, convert
+from simajax import cli, convert
 from simajax.cli import UserError
 from simajax.extras import require
 from simajax.models import OUTPUT_KEYS
 from simajax.models import formulation
+from simajax.training import export_dir
 
 FORMATS = ("onnx", "stablehlo", "torch")
 DYNAMIC = "dynamic"
@@ -73,7 +74,7 @@ def parse_batch(value: Optional[str]) -> Batch:
   return batch
 
 
-def inference_function(loaded: checkpoint_io.LoadedModel) -> Callable[[jax.Array], dict]:
+def inference_function(loaded: export_dir.LoadedModel) -> Callable[[jax.Array], dict]:
   """images [B, S, S, 3] float32 -> {OUTPUT_KEYS: arrays}: the SVR in eval mode.
 
   The variables are closed over as numpy arrays, so tracing the function bakes them in as
@@ -94,7 +95,7 @@ def input_shape(input_size: int, batch: Batch) -> tuple:
   return ("B" if batch == DYNAMIC else int(batch), input_size, input_size, 3)
 
 
-def export_stablehlo(loaded: checkpoint_io.LoadedModel, batch: Batch = DYNAMIC) -> bytes:
+def export_stablehlo(loaded: export_dir.LoadedModel, batch: Batch = DYNAMIC) -> bytes:
   """The serialized ``jax.export`` artefact of ``inference_function(loaded)``."""
   size = loaded.model.input_size
   if batch == DYNAMIC:
@@ -171,7 +172,7 @@ def _quiet_converter() -> Iterator[None]:
       lg.setLevel(level)
 
 
-def export_onnx(loaded: checkpoint_io.LoadedModel, path: Union[str, os.PathLike],
+def export_onnx(loaded: export_dir.LoadedModel, path: Union[str, os.PathLike],
                 batch: Batch = DYNAMIC) -> None:
   """Converts ``inference_function(loaded)`` to ONNX with jax2onnx and writes ``path``.
 
@@ -225,7 +226,7 @@ def load_onnx(path: Union[str, os.PathLike], threads: Optional[int] = None) -> O
   return ONNXModel(path, threads)
 
 
-def export_torch_state_dict(loaded: checkpoint_io.LoadedModel,
+def export_torch_state_dict(loaded: export_dir.LoadedModel,
                             ckpt_dir: Optional[Union[str, os.PathLike]] = None
                             ) -> tuple[dict[str, np.ndarray], list[str]]:
   """The official-layout state_dict of a checkpoint (the inverse of ``simajax.convert``).

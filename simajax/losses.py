@@ -1,6 +1,8 @@
-"""Training losses of SiMA-Hand: L_Recon (H2ONet's terms) and the SiMA distillation terms.
+"""Training losses of SiMA-Hand: L_Recon (H2ONet's terms, paper eq. 7-11) and their weights.
 
-Every loss is a pure, batched JAX function of explicit arrays (docs/ARCHITECTURE.md §6.1, §7.1):
+SiMA's distillation terms L_SE and L_OE (eq. 12) are in ``simajax.training.distill``; their
+weights and distance are fields of ``LossWeights`` here, with the reconstruction terms'. Every
+loss is a pure, batched JAX function of explicit arrays (docs/ARCHITECTURE.md §6.1, §7.1):
 
   * L1 terms (canonical and rotated mesh and joints, 2D joints): the mean of |pred - gt| over every
     element, as the official code's ``F.l1_loss``.
@@ -11,7 +13,6 @@ Every loss is a pure, batched JAX function of explicit arrays (docs/ARCHITECTURE
     |pred edge length - GT edge length|.
   * Rotation loss: the official element-wise MSE between the 3x3 matrices, or the paper's
     ||R_gt R_pred^T - I||_F (eq. 10) as an option.
-  * L_SE / L_OE: a distance between student and (frozen, stop-gradient) teacher features.
 
 Masking: each function takes an optional ``mask``, a per-example weight of shape ``[B]`` (or any
 shape that matches the leading axes of the loss elements, e.g. ``[B, V]`` for views, with size-1
@@ -26,18 +27,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-import jax
 import jax.numpy as jnp
 
 # torch.nn.functional.normalize's eps: x / max(||x||, eps).
 _NORMALIZE_EPS = 1e-12
 
 ROTATION_FORMS = ("mse", "frobenius")
-FEATURE_NORMS = ("mse", "l2", "l1")
-
-# Default names of the distilled features in the model's intermediates and the teacher's features.
-SE_KEY = "vertex_features"
-OE_KEY = "orientation_tokens"
+FEATURE_NORMS = ("mse", "l2", "l1")  # the distances of L_SE / L_OE (distill.feature_distance)
 
 RECONSTRUCTION_TERMS = ("mesh_canonical", "joints_canonical", "mesh_rotated", "joints_rotated",
                         "joints_2d", "normal", "edge", "rotation")
@@ -63,7 +59,8 @@ class LossWeights:
     se: beta, weight of L_SE (vertex-level shape features).
     oe: gamma, weight of L_OE (enhanced orientation tokens).
     rotation_form: 'mse' (official code) or 'frobenius' (paper eq. 10).
-    feature_norm: distance used by L_SE and L_OE: 'mse', 'l2' or 'l1' (see `feature_distance`).
+    feature_norm: distance used by L_SE and L_OE: 'mse', 'l2' or 'l1' (see
+      ``distill.feature_distance``).
   """
   mesh_canonical: float = 1.0
   joints_canonical: float = 1.0
@@ -158,15 +155,15 @@ def masked_mean(values, mask=None):
   return jnp.where(count > 0, total / jnp.where(count > 0, count, 1.0), 0.0)
 
 
-def _zero_invalid(gt, mask):
-  """Zeroes the ground truth of masked-out examples, so NaN placeholders cannot leak."""
+def zero_invalid(gt, mask):
+  """Zeroes the targets of masked-out examples, so NaN placeholders cannot leak."""
   if mask is None:
     return gt
   valid = _expand_mask(mask, gt.shape, gt.dtype) != 0
   return jnp.where(valid, gt, 0.0)
 
 
-def _safe_norm(x, axis=-1, keepdims=False):
+def safe_norm(x, axis=-1, keepdims=False):
   """Euclidean norm whose gradient is 0 (not NaN) at the zero vector."""
   squared = jnp.sum(x * x, axis=axis, keepdims=keepdims)
   positive = squared > 0
@@ -175,7 +172,7 @@ def _safe_norm(x, axis=-1, keepdims=False):
 
 def _normalize(x):
   """torch.nn.functional.normalize(x, dim=-1): x / max(||x||, 1e-12)."""
-  return x / jnp.maximum(_safe_norm(x, keepdims=True), _NORMALIZE_EPS)
+  return x / jnp.maximum(safe_norm(x, keepdims=True), _NORMALIZE_EPS)
 
 
 def l1_loss(pred, gt, mask=None):
@@ -189,7 +186,7 @@ def l1_loss(pred, gt, mask=None):
   Returns:
     Scalar loss.
   """
-  gt = _zero_invalid(jnp.asarray(gt), mask)
+  gt = zero_invalid(jnp.asarray(gt), mask)
   return masked_mean(jnp.abs(pred - gt), mask)
 
 
@@ -210,7 +207,7 @@ def normal_loss(pred_verts, gt_verts, faces, mask=None):
   Returns:
     Scalar: mean over batch, faces and the 3 predicted edges of |<unit edge, GT unit normal>|.
   """
-  gt_verts = _zero_invalid(jnp.asarray(gt_verts), mask)
+  gt_verts = zero_invalid(jnp.asarray(gt_verts), mask)
   p0, p1, p2 = _face_corners(pred_verts, faces)
   g0, g1, g2 = _face_corners(gt_verts, faces)
   gt_normal = _normalize(jnp.cross(_normalize(g1 - g0), _normalize(g2 - g0)))
@@ -231,11 +228,11 @@ def edge_length_loss(pred_verts, gt_verts, faces, mask=None):
   Returns:
     Scalar: mean over batch, faces and edges (0-1, 0-2, 1-2) of |pred length - GT length|.
   """
-  gt_verts = _zero_invalid(jnp.asarray(gt_verts), mask)
+  gt_verts = zero_invalid(jnp.asarray(gt_verts), mask)
 
   def lengths(verts):
     v0, v1, v2 = _face_corners(verts, faces)
-    return jnp.stack([_safe_norm(v0 - v1), _safe_norm(v0 - v2), _safe_norm(v1 - v2)], axis=-1)
+    return jnp.stack([safe_norm(v0 - v1), safe_norm(v0 - v2), safe_norm(v1 - v2)], axis=-1)
 
   return masked_mean(jnp.abs(lengths(pred_verts) - lengths(gt_verts)), mask)
 
@@ -253,48 +250,21 @@ def rotation_loss(pred_rot, gt_rot, mask=None, form: str = "mse"):
   Returns:
     Scalar loss.
   """
-  gt_rot = _zero_invalid(jnp.asarray(gt_rot), mask)
+  gt_rot = zero_invalid(jnp.asarray(gt_rot), mask)
   if form == "mse":
     return masked_mean(jnp.square(pred_rot - gt_rot), mask)
   if form == "frobenius":
     residual = gt_rot @ jnp.swapaxes(pred_rot, -1, -2) - jnp.eye(3, dtype=pred_rot.dtype)
-    return masked_mean(_safe_norm(residual, axis=(-2, -1)), mask)
+    return masked_mean(safe_norm(residual, axis=(-2, -1)), mask)
   raise ValueError(f"rotation loss form must be one of {ROTATION_FORMS}, got {form!r}")
 
 
-def feature_distance(student, teacher, mask=None, norm: str = "mse"):
-  """Distance between student features and frozen teacher features (L_SE, L_OE).
+def require_input(tree: Mapping[str, Any], key: str, what: str, term: str):
+  """``tree[key]``, the input of loss ``term``.
 
-  The teacher is wrapped in ``stop_gradient``: it is a fixed target.
-
-  Args:
-    student: [B, ...] student features, e.g. [B, 49, 256] or [B, 16, 1024].
-    teacher: teacher features of the same shape.
-    mask: optional weights over the leading (example) axes, e.g. [B].
-    norm: 'mse' = element mean of the squared difference (the default, §6.1); 'l2' = mean over
-      examples of the Euclidean norm of the difference (taken over all axes after the mask's, or
-      after axis 0 without a mask); 'l1' = element mean of the absolute difference.
-
-  Returns:
-    Scalar loss.
+  Raises:
+    KeyError: naming the missing key, ``what`` lacks it, the keys present and the way out.
   """
-  if student.shape != teacher.shape:
-    raise ValueError(f"student features {student.shape} and teacher features {teacher.shape} "
-                     "differ in shape")
-  teacher = jax.lax.stop_gradient(_zero_invalid(jnp.asarray(teacher), mask))
-  diff = student - teacher
-  if norm == "mse":
-    return masked_mean(jnp.square(diff), mask)
-  if norm == "l1":
-    return masked_mean(jnp.abs(diff), mask)
-  if norm == "l2":
-    example_axes = 1 if mask is None else max(jnp.ndim(mask), 1)
-    per_example = _safe_norm(diff, axis=tuple(range(example_axes, diff.ndim)))
-    return masked_mean(per_example, mask)
-  raise ValueError(f"feature norm must be one of {FEATURE_NORMS}, got {norm!r}")
-
-
-def _require(tree: Mapping[str, Any], key: str, what: str, term: str):
   if key not in tree:
     raise KeyError(f"{what} has no {key!r}, needed by the {term!r} loss (present: "
                    f"{sorted(tree)}); set its weight to 0 to switch the term off")
@@ -325,7 +295,7 @@ def reconstruction_loss(pred: Mapping[str, Any], gt: Mapping[str, Any], faces,
     raise ValueError(f"term_masks has unknown terms {unknown}; expected {RECONSTRUCTION_TERMS}")
 
   def inputs(term, key):
-    return _require(pred, key, "pred", term), _require(gt, key, "gt", term)
+    return require_input(pred, key, "pred", term), require_input(gt, key, "gt", term)
 
   definitions = {
       "mesh_canonical": lambda m: l1_loss(*inputs("mesh_canonical", "verts3d_wo_gr"), m),
@@ -338,51 +308,18 @@ def reconstruction_loss(pred: Mapping[str, Any], gt: Mapping[str, Any], faces,
       "rotation": lambda m: rotation_loss(*inputs("rotation", "glob_rot_mat"), m,
                                           form=weights.rotation_form),
   }
-  return _weighted_sum(definitions, weights, mask, term_masks)
+  return weighted_sum(definitions, weights, mask, term_masks)
 
 
-def distillation_loss(student_intermediates: Mapping[str, Any],
-                      teacher_features: Mapping[str, Any],
-                      weights: LossWeights = LossWeights(), mask=None,
-                      se_key: str = SE_KEY, oe_key: str = OE_KEY):
-  """SiMA's beta L_SE + gamma L_OE (eq. 12, §6.1).
+def weighted_sum(definitions, weights: LossWeights, mask, term_masks):
+  """(sum of weight x term, {term: unweighted value}) over the terms of non-zero weight.
 
   Args:
-    student_intermediates: the SVR's intermediates; ``se_key`` holds the lifted vertex-level
-      features f_v^S [B, 49, 256], ``oe_key`` the enhanced orientation tokens f_o^S [B, 16, 1024].
-      A one-element tuple or list (what flax's ``sow`` stores) is unwrapped.
-    teacher_features: the frozen MVR's f_v^M and f_o^M under the same keys, one row per student
-      example (the per-hand f_v^M repeated for each of its views).
-    weights: uses ``se`` (beta), ``oe`` (gamma) and ``feature_norm``; a 0 weight switches a term off.
-    mask: optional per-example weights (e.g. 0 for views the teacher could not see).
-    se_key: key of the vertex-level features.
-    oe_key: key of the orientation tokens.
-
-  Returns:
-    (total, terms): the weighted sum, and a dict with the unweighted 'se' and 'oe' values.
+    definitions: {term name (a ``LossWeights`` field): mask -> scalar loss}.
+    weights: the term weights.
+    mask: the default mask of every term.
+    term_masks: {term name: mask} replacing ``mask`` for those terms.
   """
-
-  def features(tree, key, what, term):
-    value = _require(tree, key, what, term)
-    if isinstance(value, (tuple, list)) and len(value) == 1:
-      value = value[0]
-    return value
-
-  def term_fn(term, key):
-    def compute(m):
-      student = features(student_intermediates, key, "student_intermediates", term)
-      teacher = features(teacher_features, key, "teacher_features", term)
-      if student.shape != teacher.shape:
-        raise ValueError(f"{term!r} loss: student {key!r} has shape {student.shape} but the "
-                         f"teacher's has {teacher.shape}")
-      return feature_distance(student, teacher, m, norm=weights.feature_norm)
-    return compute
-
-  definitions = {"se": term_fn("se", se_key), "oe": term_fn("oe", oe_key)}
-  return _weighted_sum(definitions, weights, mask, {})
-
-
-def _weighted_sum(definitions, weights: LossWeights, mask, term_masks):
   total = jnp.zeros((), jnp.float32)
   terms = {}
   for name, compute in definitions.items():

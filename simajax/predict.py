@@ -68,21 +68,14 @@ from typing import Callable, Optional, Sequence
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
-from simajax import checkpoint_io, cli, config_lib, model_setup, photo, runtime
+from simajax import cli, photo, runtime
 from simajax.cli import UserError
 from simajax.convert import resolve_model_config
 from simajax.mesh import MeshTopology
-from simajax.models import OUTPUT_KEYS, build_svr
+from simajax.models import OUTPUT_KEYS
 from simajax.render import draw
-from simajax.training import checkpointing
-
-# A training run directory (a trainer --workdir), as ``simajax.training.evaluation`` reads it;
-# not imported from there, which would pull in the input pipeline and its dataset readers.
-RUN_CONFIG_FILE = "config.json"
-RUN_TOPOLOGY_FILE = "topology.npz"
-RUN_CHECKPOINT_DIR = "checkpoints"
+from simajax.training import export_dir, run_dir
 
 
 def validate_images(images: np.ndarray, input_size: int, source: str = "images") -> None:
@@ -108,7 +101,7 @@ def validate_images(images: np.ndarray, input_size: int, source: str = "images")
 class Predictor:
   """A restored SVR in eval mode, run in fixed-size batches (one compilation)."""
 
-  def __init__(self, checkpoint: checkpoint_io.LoadedModel, batch_size: int = 32):
+  def __init__(self, checkpoint: export_dir.LoadedModel, batch_size: int = 32):
     if batch_size < 1:
       raise ValueError(f"batch_size must be positive, got {batch_size}")
     self.model = checkpoint.model
@@ -119,7 +112,7 @@ class Predictor:
   @classmethod
   def from_checkpoint(cls, ckpt_dir, batch_size: int = 32, model_config=None) -> "Predictor":
     """Loads ``ckpt_dir`` (see ``simajax.checkpoint_io``)."""
-    return cls(checkpoint_io.load_checkpoint(ckpt_dir, model_config), batch_size)
+    return cls(export_dir.load_checkpoint(ckpt_dir, model_config), batch_size)
 
   def __call__(self, images: np.ndarray, source: str = "images") -> dict[str, np.ndarray]:
     """Runs the model on [B, S, S, 3] crops; returns OUTPUT_KEYS -> [B, ...] numpy arrays.
@@ -162,7 +155,7 @@ def read_images(path: str | pathlib.Path) -> np.ndarray:
 
 def load_model(checkpoint: str | os.PathLike, step: Optional[int] = None,
                model_config: Optional[ml_collections.ConfigDict] = None
-               ) -> tuple[checkpoint_io.LoadedModel, str]:
+               ) -> tuple[export_dir.LoadedModel, str]:
   """Restores an SVR from an export directory or a training run directory.
 
   Args:
@@ -180,51 +173,31 @@ def load_model(checkpoint: str | os.PathLike, step: Optional[int] = None,
       model.
   """
   path = pathlib.Path(checkpoint).absolute()
-  if (path / checkpoint_io.VARIABLES_DIR).is_dir() or (path / checkpoint_io.CONFIG_FILE).exists():
+  if (path / export_dir.VARIABLES_DIR).is_dir() or (path / export_dir.CONFIG_FILE).exists():
     if step is not None:
       raise UserError(f"--step {step}: {path} is an export directory (one set of weights); "
                        "--step selects a checkpoint of a training run directory")
-    return checkpoint_io.load_checkpoint(path, model_config), f"export directory {path}"
-  run_dir = path
-  if (path.name == RUN_CHECKPOINT_DIR
-      and (path.parent / RUN_CONFIG_FILE).exists()):
-    run_dir = path.parent
-  if not (run_dir / RUN_CONFIG_FILE).exists():
+    return export_dir.load_checkpoint(path, model_config), f"export directory {path}"
+  if not run_dir.is_run_dir(path):
     raise FileNotFoundError(
-        f"{path} is neither an export directory ({checkpoint_io.VARIABLES_DIR}/, "
-        f"{checkpoint_io.CONFIG_FILE}, {checkpoint_io.TOPOLOGY_FILE}) nor a training run directory "
-        f"({RUN_CONFIG_FILE}, {RUN_TOPOLOGY_FILE}, {RUN_CHECKPOINT_DIR}/)")
-  return _load_run(run_dir, step, model_config)
-
-
-def _load_run(run_dir: pathlib.Path, step, model_config):
-  config = config_lib.load_config(str(run_dir / RUN_CONFIG_FILE))
+        f"{path} is neither an export directory ({export_dir.VARIABLES_DIR}/, "
+        f"{export_dir.CONFIG_FILE}, {export_dir.TOPOLOGY_FILE}) nor a training run directory "
+        f"({run_dir.CONFIG_FILE}, {run_dir.TOPOLOGY_FILE}, {run_dir.CHECKPOINT_DIR}/)")
+  config = run_dir.read_config(path)
   stage = config.get("stage")
   if stage != "svr":
+    where = run_dir.run_dir_of(path)
     raise UserError(
-        f"{run_dir}: a stage {stage!r} run. Only SVR runs (stage 'svr') predict from single "
+        f"{where}: a stage {stage!r} run. Only SVR runs (stage 'svr') predict from single "
         "images; the MVR teacher fuses the 8 calibrated views of its dataset. Predict with the "
-        f"SVR run it taught, or score it with: python -m simajax.evaluate --checkpoint {run_dir}")
-  topology_path = run_dir / RUN_TOPOLOGY_FILE
-  topology = (MeshTopology.load(topology_path) if topology_path.exists()
-              else model_setup.load_topology(config))
-  model = build_svr(model_config or config.model, topology)
-  ckpt_dir = run_dir / RUN_CHECKPOINT_DIR
-  if not (ckpt_dir.is_dir() and ocp.utils.checkpoint_steps(ckpt_dir)):
-    raise FileNotFoundError(f"training run {run_dir}: no checkpoint in {ckpt_dir}")
-  best = dict(best_metric=config.checkpoint.get("best_metric"),
-              best_mode=config.checkpoint.get("best_mode", "min"))
-  abstract = checkpoint_io.abstract_variables(model)
-  expected = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
-  # The named step, or the best (else latest) one that restores (a damaged one is skipped with
-  # a warning); a checkpoint of another variant is refused before it is read.
-  restored, chosen = checkpointing.restore_params(ckpt_dir, step, **best, expected=expected)
-  variables = jax.device_put(
-      jax.tree.map(lambda a, t: np.asarray(a, t.dtype), restored, expected), jax.devices()[0])
+        f"SVR run it taught, or score it with: python -m simajax.evaluate --checkpoint {where}")
+  run = run_dir.load_run(path, step=step, config=config, model_config=model_config)
+  best_metric = run.config.checkpoint.get("best_metric")
   how = "--step" if step is not None else (
-      f"best by {best['best_metric']!r}, else latest" if best["best_metric"] else "latest")
-  return (checkpoint_io.LoadedModel(model, variables, model_config or config.model, topology),
-          f"training run {run_dir}, step {chosen} ({how})")
+      f"best by {best_metric!r}, else latest" if best_metric else "latest")
+  variables = jax.device_put(run.variables, jax.devices()[0])
+  return (export_dir.LoadedModel(run.model, variables, run.config.model, run.topology),
+          f"training run {run.directory}, step {run.step} ({how})")
 
 
 def predict_photos(predictor: Predictor, specs: Sequence[photo.PhotoSpec],

@@ -30,8 +30,8 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from simajax import cli, config_lib, evaluate, input_pipeline, model_setup, runtime, train
-from simajax.training import checkpointing, evaluation, logs
+from simajax import cli, config_lib, evaluate, input_pipeline, runtime, train
+from simajax.training import evaluation, logs, run_dir
 
 DATASET = "synthetic_hands/small"
 TABLE_METRICS = (("jpe", "JPE"), ("vpe", "VPE"), ("pa_jpe", "PA-JPE"), ("pa_vpe", "PA-VPE"),
@@ -86,15 +86,13 @@ def write_examples(svr_dir: str, out_dir: str, count: int) -> None:
   """Predicted meshes (.obj) and overlays (prediction | ground truth) of the first test views,
   placed by ``place_at_wrist`` and projected with the crop's intrinsics."""
   from simajax.render import draw, mesh_io  # pylint: disable=import-outside-toplevel
-  config, topology = evaluation.load_run(svr_dir)
-  model = model_setup.build_model(config, topology)
-  variables = checkpointing.restore_params_only(
-      evaluation.checkpoint_dir_of(svr_dir), best_metric=config.checkpoint.best_metric,
-      best_mode=config.checkpoint.best_mode)
+  run = run_dir.load_run(svr_dir)  # its best (else latest) checkpoint
+  config, model = run.config, run.model
   batch = next(iter(input_pipeline.eval_iterable(
       config_lib.input_config(config, config.data.test_split, "single_view", False, count))))
-  outputs, _ = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, batch["image"])
-  faces = np.asarray(topology.faces[0])
+  outputs, _ = jax.jit(lambda v, x: model.apply(v, x, train=False))(run.variables,
+                                                                   batch["image"])
+  faces = np.asarray(run.topology.faces[0])
   os.makedirs(out_dir, exist_ok=True)
   tiles = []
   for i in range(int((batch["mask"] > 0).sum())):

@@ -10,8 +10,10 @@ False (the plain SVR baseline). Append ``:runlocal`` to the config path for a sm
 
 The trainer reads top to bottom: distributed setup and logging -> data -> model and topology ->
 optimizer and sharded state -> teacher -> restore (resume > init_from > scratch) -> steps -> loop.
-Everything a run writes lives in ``--workdir``: ``config.json`` (the resolved config),
-``topology.npz``, ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/`` and ``eval_*.json``.
+Everything a run writes lives in ``--workdir`` (``simajax.training.run_dir``): ``config.json``
+(the resolved config), ``topology.npz``, ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/`` and
+``eval_*.json``. SiMA's parts (the frozen teacher, the distillation loss) are in
+``simajax.training.distill``.
 """
 
 from __future__ import annotations
@@ -31,12 +33,10 @@ from ml_collections import config_flags
 import numpy as np
 
 from simajax import cli, config_lib, input_pipeline, losses, model_setup, runtime
-from simajax.training import checkpointing, evaluation, logs, optim, sharding, steps
+from simajax.training import (checkpointing, distill, evaluation, logs, optim, run_dir, sharding,
+                              steps)
 
 FLAGS = flags.FLAGS
-CHECKPOINT_DIR = evaluation.CHECKPOINT_DIR
-CONFIG_FILE = evaluation.CONFIG_FILE
-TOPOLOGY_FILE = evaluation.TOPOLOGY_FILE
 
 log = logging.getLogger("simajax.train")
 
@@ -47,74 +47,6 @@ def loss_weights(config: ml_collections.ConfigDict, distill: bool) -> losses.Los
   weights["se"] = config.distill.se_weight if distill else 0.0
   weights["oe"] = config.distill.oe_weight if distill else 0.0
   return losses.LossWeights.from_config(weights)
-
-
-def load_teacher(config: ml_collections.ConfigDict, topology, mesh):
-  """The frozen MVR teacher: module and params-only variables from its run's best checkpoint.
-
-  Loaded on every start (resume included) and never written into the student's checkpoints.
-  """
-  teacher_dir = config.distill.teacher_checkpoint
-  if not teacher_dir:
-    raise cli.UserError("distill.enabled is True but distill.teacher_checkpoint is not set: "
-                        "pass --config.distill.teacher_checkpoint=<MVR workdir> (or disable "
-                        "distillation with --config.distill.enabled=False for the plain SVR "
-                        "baseline)")
-  teacher_config_path = config.distill.teacher_config or os.path.join(teacher_dir, CONFIG_FILE)
-  if not os.path.exists(teacher_config_path):
-    raise FileNotFoundError(f"teacher config {teacher_config_path} not found (an MVR workdir "
-                            f"has a {CONFIG_FILE}; or set distill.teacher_config)")
-  teacher_config = config_lib.load_config(teacher_config_path)
-  if teacher_config.stage != "mvr":
-    raise cli.UserError(f"{teacher_config_path}: the teacher must be an MVR run, got stage "
-                        f"{teacher_config.stage!r}")
-  teacher = model_setup.build_model(teacher_config, topology, stage="mvr")
-  ckpt = evaluation.checkpoint_dir_of(teacher_dir)
-  # Its best (else latest) checkpoint that restores: a damaged one is skipped with a warning.
-  variables = checkpointing.restore_params(
-      ckpt, best_metric=teacher_config.checkpoint.best_metric,
-      best_mode=teacher_config.checkpoint.best_mode,
-      expected=model_setup.abstract_variables(teacher, "mvr",
-                                              teacher_config.data.image_size)).variables
-  variables = jax.device_put(variables, sharding.state_shardings(mesh, variables))
-  return teacher, variables
-
-
-def merge_modules(fresh: dict, loaded: dict, modules: list[str], source: str) -> dict:
-  """``fresh`` with the top-level ``modules`` taken from ``loaded`` (all of it when empty).
-
-  A module in neither tree is skipped (e.g. one without BatchNorm, in ``batch_stats``).
-
-  Raises:
-    UserError: naming ``source`` when a module is missing from either tree or its parameter
-      names or shapes differ.
-  """
-  if not modules:
-    modules = sorted(set(fresh) | set(loaded))
-  shapes = lambda tree: jax.tree.map(np.shape, tree)  # noqa: E731
-  merged = dict(fresh)
-  for name in modules:
-    if name not in loaded and name not in fresh:
-      continue
-    if name not in loaded or name not in fresh:
-      where = "the checkpoint" if name not in loaded else "this model"
-      raise cli.UserError(f"init_from: module {name!r} is not in {where} ({source}; checkpoint "
-                          f"modules: {sorted(loaded)}, model modules: {sorted(fresh)})")
-    if shapes(loaded[name]) != shapes(fresh[name]):
-      raise cli.UserError(f"init_from: module {name!r} of {source} has other parameter names "
-                          f"or shapes than this model's (a different model variant?)")
-    merged[name] = loaded[name]
-  return merged
-
-
-def write_run_files(workdir: str, config: ml_collections.ConfigDict, topology) -> None:
-  """The resolved config and the topology, so evaluation and prediction rebuild the network."""
-  if jax.process_index() != 0:
-    return
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, CONFIG_FILE), "w", encoding="utf-8") as f:
-    f.write(config.to_json(indent=2) + "\n")
-  topology.save(os.path.join(workdir, TOPOLOGY_FILE))
 
 
 def check_finite(window: list[tuple[int, tuple[Any, Any]]]) -> None:
@@ -162,7 +94,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     jax.distributed.initialize(**kwargs)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   stage = config.stage
-  distill = stage == "svr" and config.distill.enabled
+  distilling = stage == "svr" and config.distill.enabled
   multi_view = config.data.mode == "multi_view"
   writer = logs.MetricWriter(workdir)
 
@@ -189,7 +121,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   topology = model_setup.load_topology(config)
   model = model_setup.build_model(config, topology)
   faces = jnp.asarray(topology.faces[0], jnp.int32)
-  write_run_files(workdir, config, topology)
+  run_dir.write_run_files(workdir, config, topology)
 
   # ---------------------------------------------------------------- optimizer, sharded state
   tx, schedule = optim.make_optimizer(config, config.batch_size, steps_per_epoch)
@@ -204,12 +136,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   state_shardings = sharding.state_shardings(mesh, abstract_state)
 
   # ---------------------------------------------------------------- teacher (SVR with SiMA)
-  teacher, teacher_variables = (load_teacher(config, topology, mesh) if distill
+  teacher, teacher_variables = (distill.load_teacher(config, topology, mesh) if distilling
                                 else (None, None))
 
   # ---------------------------------------------------------------- restore: resume > init_from > scratch
   ckpt = checkpointing.Checkpointer(
-      os.path.join(workdir, CHECKPOINT_DIR), max_to_keep=config.checkpoint.max_to_keep,
+      os.path.join(workdir, run_dir.CHECKPOINT_DIR), max_to_keep=config.checkpoint.max_to_keep,
       best_metric=config.checkpoint.best_metric, best_mode=config.checkpoint.best_mode,
       keep_best=config.checkpoint.keep_best, async_save=config.checkpoint.async_save)
   # The newest checkpoint that restores completely: damaged newer ones are moved aside, with a
@@ -223,12 +155,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   else:
     state = jax.jit(init_fn, out_shardings=state_shardings)()
     if config.init_from:
-      weights = checkpointing.restore_params_only(evaluation.checkpoint_dir_of(config.init_from))
       modules = list(config.get("init_from_modules") or [])
-      for collection in ("params", "batch_stats"):
-        merged = merge_modules(state[collection], weights[collection], modules,
-                               f"{config.init_from} {collection}")
-        state[collection] = jax.device_put(merged, state_shardings[collection])
+      merged = run_dir.init_from_run(config.init_from, state, modules)
+      for collection, tree in merged.items():
+        state[collection] = jax.device_put(tree, state_shardings[collection])
       log.info("initialised %s from %s", ", ".join(modules) or "all weights", config.init_from)
 
   # ---------------------------------------------------------------- steps
@@ -236,7 +166,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   replicated = sharding.replicated(mesh)
   train_step = jax.jit(
       steps.make_train_step(stage=stage, model=model, tx=tx, faces=faces,
-                            loss_weights=loss_weights(config, distill), multi_view=multi_view,
+                            loss_weights=loss_weights(config, distilling), multi_view=multi_view,
                             schedule=schedule, teacher=teacher),
       in_shardings=(state_shardings, batch_sharding,
                     None if teacher_variables is None

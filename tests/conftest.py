@@ -63,19 +63,19 @@ def topology():
 def make_variables(topology):
   """seed -> recipe-scaled random weights of the tiny SVR (O(1) activations, no compiled init)."""
   from parity_recipe import he_variables
-  from simajax import checkpoint_io
   from simajax.models import build_svr, svr_config
-  abstract = checkpoint_io.abstract_variables(build_svr(svr_config("tiny"), topology))
+  from simajax.training import export_dir
+  abstract = export_dir.abstract_variables(build_svr(svr_config("tiny"), topology))
   return lambda seed: he_variables(abstract, topology, seed=seed)
 
 
 @pytest.fixture(scope="module")
 def export_ckpt(tmp_path_factory, topology, make_variables):
   """An export directory (``simajax.convert``'s layout) of the tiny SVR with seed-0 weights."""
-  from simajax import checkpoint_io
   from simajax.models import svr_config
+  from simajax.training import export_dir
   path = tmp_path_factory.mktemp("export") / "ckpt"
-  checkpoint_io.save_checkpoint(path, make_variables(0), svr_config("tiny"), topology)
+  export_dir.save_checkpoint(path, make_variables(0), svr_config("tiny"), topology)
   return path
 
 

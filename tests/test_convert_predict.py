@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from parity_recipe import he_variables, read_manifest, recipe_state_dict
-from simajax import checkpoint_io, convert, predict
+from simajax import convert, predict
 from simajax.models import build_svr, svr_config
+from simajax.training import export_dir
 from test_parity import OUTPUT_NAMES, rel_error
 
 
@@ -22,13 +23,13 @@ def manifest(shared_dir):
 
 @pytest.fixture(scope="module")
 def official_abstract(reference_topology):
-  return checkpoint_io.abstract_variables(build_svr(svr_config("official"), reference_topology))
+  return export_dir.abstract_variables(build_svr(svr_config("official"), reference_topology))
 
 
 @pytest.fixture(scope="module")
 def tiny_state_dict(reference_topology):
   model = build_svr(svr_config("tiny"), reference_topology)
-  variables = he_variables(checkpoint_io.abstract_variables(model), reference_topology)
+  variables = he_variables(export_dir.abstract_variables(model), reference_topology)
   return variables, convert.variables_to_state_dict(variables)
 
 
@@ -73,7 +74,7 @@ def test_layouts_round_trip(tiny_state_dict, reference_topology):
       state_dict["backbone.dense_stack2.senet1.fc1.1.running_var"],
       variables["batch_stats"]["backbone"]["dense_stack2"]["senet1"]["fc1"]["bn"]["var"])
   model = build_svr(svr_config("tiny"), reference_topology)
-  back = convert.state_dict_to_variables(state_dict, checkpoint_io.abstract_variables(model))
+  back = convert.state_dict_to_variables(state_dict, export_dir.abstract_variables(model))
   jax.tree.map(np.testing.assert_array_equal, back, variables)
 
 

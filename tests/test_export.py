@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from parity_recipe import he_variables, read_manifest, recipe_state_dict
-from simajax import checkpoint_io, convert, export, model_setup, predict
+from simajax import convert, export, model_setup, predict
 from simajax.models import OUTPUT_KEYS, build_svr, formulation, layers, svr_config
+from simajax.training import export_dir
 from test_parity import OUTPUT_NAMES, rel_error
 
 
@@ -36,8 +37,8 @@ def tiny_ckpt(tmp_path_factory):
                                                                   "hand_model": None}))
   model = build_svr(svr_config("tiny"), topology)
   path = tmp_path_factory.mktemp("tiny") / "ckpt"
-  variables = he_variables(checkpoint_io.abstract_variables(model), topology, seed=0)
-  checkpoint_io.save_checkpoint(path, variables, svr_config("tiny"), topology)
+  variables = he_variables(export_dir.abstract_variables(model), topology, seed=0)
+  export_dir.save_checkpoint(path, variables, svr_config("tiny"), topology)
   return path
 
 
@@ -209,7 +210,7 @@ def test_golden_parity_weights_convert_and_export_back_bit_for_bit(recipe, refer
   config = svr_config("official")
   variables = convert.convert(recipe, config, reference_topology)
   convert.save_torch_extras(tmp_path, recipe)  # as the convert CLI does
-  loaded = checkpoint_io.LoadedModel(build_svr(config, reference_topology), variables, config,
+  loaded = export_dir.LoadedModel(build_svr(config, reference_topology), variables, config,
                                      reference_topology)
   state_dict, absent = export.export_torch_state_dict(loaded, tmp_path)
   _assert_same_state_dict(state_dict, recipe)

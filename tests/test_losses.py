@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from simajax import losses as L
+from simajax.training import distill
 
 RNG = np.random.default_rng(0)
 FACES = np.array([[0, 1, 2], [0, 2, 3], [1, 4, 2]])  # a tiny 5-vertex mesh
@@ -127,10 +128,10 @@ def test_feature_distance_by_hand(norm):
   else:  # one Euclidean norm per example
     per_example = [[math.sqrt(sum(d * d for d in row))] for row in diffs]
   expected = _weighted_mean_by_loops(per_example, MASK)
-  got = L.feature_distance(student, teacher, MASK, norm=norm)
+  got = distill.feature_distance(student, teacher, MASK, norm=norm)
   assert float(got) == pytest.approx(expected, rel=1e-5)
   # The teacher is a fixed target: no gradient reaches it.
-  grad_teacher = jax.grad(lambda t: L.feature_distance(student, t, MASK, norm=norm))(teacher)
+  grad_teacher = jax.grad(lambda t: distill.feature_distance(student, t, MASK, norm=norm))(teacher)
   np.testing.assert_array_equal(grad_teacher, 0.0)
 
 
@@ -227,30 +228,32 @@ def test_per_term_masks():
 
 
 def test_distillation_loss():
-  student = {L.SE_KEY: _rand(3, 49, 8), L.OE_KEY: (_rand(3, 16, 12),)}  # OE as flax's sow stores
-  teacher = {L.SE_KEY: _rand(3, 49, 8), L.OE_KEY: _rand(3, 16, 12)}
+  # OE as flax's sow stores it: a one-element tuple.
+  student = {distill.SE_KEY: _rand(3, 49, 8), distill.OE_KEY: (_rand(3, 16, 12),)}
+  teacher = {distill.SE_KEY: _rand(3, 49, 8), distill.OE_KEY: _rand(3, 16, 12)}
   weights = L.LossWeights(se=0.5, oe=2.0)
-  total, terms = L.distillation_loss(student, teacher, weights, MASK)
+  total, terms = distill.distillation_loss(student, teacher, weights, MASK)
   se = _weighted_mean_by_loops(
       [[(s - t) ** 2 for s, t in zip(sb.ravel(), tb.ravel())]
-       for sb, tb in zip(student[L.SE_KEY], teacher[L.SE_KEY])], MASK)
+       for sb, tb in zip(student[distill.SE_KEY], teacher[distill.SE_KEY])], MASK)
   oe = _weighted_mean_by_loops(
       [[(s - t) ** 2 for s, t in zip(sb.ravel(), tb.ravel())]
-       for sb, tb in zip(student[L.OE_KEY][0], teacher[L.OE_KEY])], MASK)
+       for sb, tb in zip(student[distill.OE_KEY][0], teacher[distill.OE_KEY])], MASK)
   assert float(terms["se"]) == pytest.approx(se, rel=1e-5)
   assert float(terms["oe"]) == pytest.approx(oe, rel=1e-5)
   assert float(total) == pytest.approx(0.5 * se + 2.0 * oe, rel=1e-5)
 
-  teacher_grads = jax.grad(lambda t: L.distillation_loss(student, t, weights, MASK)[0])(teacher)
+  teacher_grads = jax.grad(
+      lambda t: distill.distillation_loss(student, t, weights, MASK)[0])(teacher)
   assert all(np.all(np.asarray(g) == 0.0) for g in jax.tree_util.tree_leaves(teacher_grads))
 
-  _, only_se = L.distillation_loss(student, {L.SE_KEY: teacher[L.SE_KEY]},
+  _, only_se = distill.distillation_loss(student, {distill.SE_KEY: teacher[distill.SE_KEY]},
                                    L.LossWeights(oe=0.0))
   assert set(only_se) == {"se"}
   with pytest.raises(ValueError, match="shape"):
-    L.distillation_loss({**student, L.SE_KEY: _rand(3, 49, 4)}, teacher)
+    distill.distillation_loss({**student, distill.SE_KEY: _rand(3, 49, 4)}, teacher)
   with pytest.raises(KeyError, match="orientation_tokens"):
-    L.distillation_loss({L.SE_KEY: student[L.SE_KEY]}, teacher)
+    distill.distillation_loss({distill.SE_KEY: student[distill.SE_KEY]}, teacher)
 
 
 def test_mano_mesh_normal_and_edge_losses(reference_topology):

@@ -24,7 +24,7 @@ import pytest
 
 from fixtures import damage
 from simajax import config_lib, train
-from simajax.training import checkpointing
+from simajax.training import checkpointing, run_dir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SVR_STEPS = 18
@@ -187,14 +187,14 @@ def test_sima_svr_uses_frozen_teacher_that_is_never_checkpointed(mvr_run, data_d
 def test_merge_modules_takes_the_named_modules_and_checks_shapes():
   fresh = {"backbone": {"w": np.zeros(3)}, "rot_reg": {"w": np.zeros(2)}}
   loaded = {"backbone": {"w": np.ones(3)}, "fusion": {"w": np.ones(4)}}
-  merged = train.merge_modules(fresh, loaded, ["backbone"], "run")
+  merged = run_dir.merge_modules(fresh, loaded, ["backbone"], "run")
   np.testing.assert_array_equal(merged["backbone"]["w"], 1.0)
   np.testing.assert_array_equal(merged["rot_reg"]["w"], 0.0)
   assert "fusion" not in merged
   with pytest.raises(ValueError, match="'rot_reg' is not in the checkpoint"):
-    train.merge_modules(fresh, loaded, ["rot_reg"], "run")
+    run_dir.merge_modules(fresh, loaded, ["rot_reg"], "run")
   with pytest.raises(ValueError, match="other parameter names or shapes"):
-    train.merge_modules(fresh, {"backbone": {"w": np.ones(4)}}, ["backbone"], "run")
+    run_dir.merge_modules(fresh, {"backbone": {"w": np.ones(4)}}, ["backbone"], "run")
 
 
 def test_sharded_step_equals_single_device_step(data_dir):

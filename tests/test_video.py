@@ -17,9 +17,10 @@ import pytest
 from PIL import Image
 
 from parity_recipe import he_variables
-from simajax import checkpoint_io, export, hand, hand_detector, model_setup, photo, predict, video
+from simajax import export, hand, hand_detector, model_setup, photo, predict, video
 from simajax.models import OUTPUT_KEYS, build_svr, svr_config
 from simajax.render import Mesh, read_obj, render_scene
+from simajax.training import export_dir
 
 WIDTH, HEIGHT = 192, 128
 FPS = fractions.Fraction(25, 2)
@@ -89,9 +90,9 @@ def video_path(rendered, tmp_path_factory):
 def export_ckpt(tmp_path_factory):
   topology = model_setup.load_topology(ml_collections.ConfigDict({"topology": None,
                                                                   "hand_model": None}))
-  abstract = checkpoint_io.abstract_variables(build_svr(svr_config("tiny"), topology))
+  abstract = export_dir.abstract_variables(build_svr(svr_config("tiny"), topology))
   path = tmp_path_factory.mktemp("ckpt") / "ckpt"
-  checkpoint_io.save_checkpoint(path, he_variables(abstract, topology, seed=0),
+  export_dir.save_checkpoint(path, he_variables(abstract, topology, seed=0),
                                 svr_config("tiny"), topology)
   return path
 

@@ -2,8 +2,9 @@
 
 Layout mirrors the architecture: ``layers`` (torch-compatible building blocks), ``backbone``
 (DenseStack hourglasses), ``lifting`` (2D-to-3D feature lifting), ``spiral`` (spiral decoder),
-``attention`` and ``orientation`` (the orientation branch), ``svr`` (the single-view model),
-``fusion`` and ``mvr`` (the multi-view teacher), ``config``.
+``attention``, ``ofe`` (SiMA's orientation-feature enhancement) and ``orientation`` (the
+orientation branch), ``svr`` (the single-view model), ``fusion`` and ``mvr`` (the multi-view
+teacher), ``config``.
 """
 
 from simajax.models import fusion

@@ -5,12 +5,11 @@
   ``DenseStack`` in its ``encoder`` variant) and ``j_latent_mapping`` (on the detached j_latent,
   giving f_j).
 * ``RotationRegressor`` (``SIMA_GlobRotReg``, torch ``rot_reg``): the orientation-feature
-  enhancement (OFE: self-attention on the f_j tokens and on the f_o tokens, then cross-attention,
-  query h_j, key/value h_o, giving f̂_o) and the regressor (two k=1 Conv1d, a channel-major
-  flatten, the pre block and the fc block) to a 6D rotation. With ``use_ofe=False`` (the paper's
-  "w/o OFE" ablation, Table 5; also H2ONet's plain regressor, which the MVR uses) there are no
-  attention blocks: the regressor reads the f_o tokens directly, and those tokens stand in for
-  f̂_o as the L_OE target.
+  enhancement (OFE, ``simajax.models.ofe``: f_j and f_o tokens -> f̂_o) and the regressor (two
+  k=1 Conv1d, a channel-major flatten, the pre block and the fc block) to a 6D rotation. With
+  ``use_ofe=False`` (the paper's "w/o OFE" ablation, Table 5; also H2ONet's plain regressor,
+  which the MVR uses) there are no attention blocks: the regressor reads the f_o tokens
+  directly, and those tokens stand in for f̂_o as the L_OE target.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import flax.linen as nn
 import jax
 
 from simajax.models import layers
-from simajax.models.attention import MultiHeadAttention
+from simajax.models.ofe import OrientationFeatureEnhancement
 
 Array = jax.Array
 
@@ -40,7 +39,8 @@ class ResidualMapping(nn.Module):
 class RotationRegressor(nn.Module):
   """f_j and f_o tokens [B, T, D] -> (6D rotation [B, 6], intermediates).
 
-  Children: ``self_attn_1``, ``self_attn_2``, ``crs_attn`` (attention; only with ``use_ofe``),
+  Children: ``self_attn_1``, ``self_attn_2``, ``crs_attn`` (the OFE's attention, in this scope;
+  only with ``use_ofe``),
   ``conv_block_{0,2}`` (k=1 Conv1d as Linear), ``pre_block_{0,2}`` and ``fc_block_1_{0,2,...}``
   (Linear with bias), named after torch's Sequential indices. Widths (and the official ones) in
   ``models/config.py``.
@@ -59,13 +59,9 @@ class RotationRegressor(nn.Module):
                train: bool) -> tuple[Array, dict[str, Array]]:
     """Regresses the rotation; ``f_j`` is not read (may be None) when ``use_ofe`` is False."""
     if self.use_ofe:
-      def mha(name):
-        return MultiHeadAttention(self.num_heads, self.head_dim, self.dropout, name=name)
-
-      h_j = mha("self_attn_1")(f_j, f_j, f_j, train)
-      h_o = mha("self_attn_2")(f_o, f_o, f_o, train)
-      f_o_hat = mha("crs_attn")(h_j, h_o, h_o, train)
-      mids = {"attn_self_j_tokens": h_j, "attn_self_o_tokens": h_o}
+      f_o_hat, mids = OrientationFeatureEnhancement.attach(
+          self, num_heads=self.num_heads, head_dim=self.head_dim, dropout=self.dropout)(
+              f_j, f_o, train)
     else:
       f_o_hat = f_o
       mids = {}

@@ -1,8 +1,4 @@
-"""Scoring a network on a whole split, during training and from saved runs.
-
-A run directory (a trainer ``--workdir``) holds ``config.json``, ``topology.npz`` and
-``checkpoints/``; that is all evaluation and prediction need to rebuild the network.
-"""
+"""Scoring a network on a whole split, during training and from saved runs (``run_dir``)."""
 
 from __future__ import annotations
 
@@ -10,41 +6,11 @@ import os
 from typing import Any, Optional
 
 import jax
-import ml_collections
 import numpy as np
 
-from simajax import config_lib, input_pipeline, metrics, model_setup
-from simajax.mesh import MeshTopology
-from simajax.training import checkpointing, sharding, steps
-
-CHECKPOINT_DIR = "checkpoints"
-CONFIG_FILE = "config.json"
-TOPOLOGY_FILE = "topology.npz"
-
-
-def checkpoint_dir_of(path: str) -> str:
-  """``path/checkpoints`` for a run directory, ``path`` itself for a checkpoints directory."""
-  nested = os.path.join(path, CHECKPOINT_DIR)
-  return nested if os.path.isdir(nested) else path
-
-
-def load_run(run_dir: str, config_spec: Optional[str] = None
-             ) -> tuple[ml_collections.ConfigDict, MeshTopology]:
-  """The config and mesh topology of a training run.
-
-  Args:
-    run_dir: the run's workdir.
-    config_spec: a config file overriding ``run_dir/config.json`` (``.json`` or ``.py[:arg]``).
-
-  Raises:
-    FileNotFoundError: naming the missing file.
-  """
-  spec = config_spec or os.path.join(run_dir, CONFIG_FILE)
-  config = config_lib.load_config(spec)
-  topology_path = os.path.join(run_dir, TOPOLOGY_FILE)
-  topology = (MeshTopology.load(topology_path) if os.path.exists(topology_path)
-              else model_setup.load_topology(config))
-  return config, topology
+from simajax import config_lib, input_pipeline, metrics
+from simajax.training import run_dir as run_dir_lib
+from simajax.training import sharding, steps
 
 
 def to_host(x: jax.Array) -> np.ndarray:
@@ -91,20 +57,16 @@ def evaluate_run(run_dir: str, *, config_spec: Optional[str] = None, step: Optio
     The results dict, plus 'run' {dir, step, split, stage}.
   """
   run_dir = os.path.abspath(run_dir)
-  config, topology = load_run(run_dir, config_spec)
+  # The named step, or the best (else latest) one that restores; a damaged one is skipped with
+  # a warning, a named damaged one or a checkpoint of another model is a one-line error.
+  run = run_dir_lib.load_run(
+      run_dir, step=step, config=config_lib.load_config(config_spec) if config_spec else None)
+  config, model, step = run.config, run.model, run.step
   if data_dir:
     config.data.data_dir = data_dir
   split = split or config.data.test_split
-  model = model_setup.build_model(config, topology)
-  ckpt = checkpoint_dir_of(run_dir)
-  # The named step, or the best (else latest) one that restores; a damaged one is skipped with
-  # a warning, a named damaged one or a checkpoint of another model is a one-line error.
-  variables, step = checkpointing.restore_params(
-      ckpt, step, best_metric=config.checkpoint.best_metric,
-      best_mode=config.checkpoint.best_mode,
-      expected=model_setup.abstract_variables(model, config.stage, config.data.image_size))
   mesh = mesh or sharding.make_mesh()
-  variables = jax.device_put(variables, sharding.replicated(mesh))
+  variables = jax.device_put(run.variables, sharding.replicated(mesh))
   mode = "multi_view" if config.stage == "mvr" else "single_view"
   data_size = mesh.shape[sharding.DATA_AXIS]
   batch = batch_size or config.get("eval_batch_size") or config.batch_size

@@ -15,6 +15,8 @@ from typing import Mapping, Optional
 import jax
 import numpy as np
 
+from simajax.training.run_dir import METRICS_FILE
+
 
 class MetricWriter:
   """Writes scalars to ``metrics.jsonl`` and TensorBoard in ``workdir`` (process 0 only)."""
@@ -25,7 +27,7 @@ class MetricWriter:
     self._tb = None
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+      self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8")
       if tensorboard:
         from tensorboardX import SummaryWriter  # imported lazily: only the trainer needs it
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -92,7 +94,7 @@ def read_curve(workdir: str, keys=("val/vpe", "val/pa_vpe", "train/loss")) -> di
   A resumed run appends to the file; a step logged twice keeps its last value.
   """
   points: dict[str, dict[int, float]] = {k: {} for k in keys}
-  path = os.path.join(workdir, "metrics.jsonl")
+  path = os.path.join(workdir, METRICS_FILE)
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       for line in f:

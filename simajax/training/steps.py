@@ -3,7 +3,8 @@
 A training state is a plain dict ``{step, params, batch_stats, opt_state, rng}``. The frozen MVR
 teacher is never part of it: its variables are a separate pytree argument of the SVR step (closed
 over by nothing), run in eval mode on the *same* augmented multi-view batch as the student, under
-``stop_gradient``, and never checkpointed with the student.
+``stop_gradient``, and never checkpointed with the student. SiMA's own parts (the teacher's
+targets, the distillation loss) are in ``simajax.training.distill``.
 
 Batches come from ``simajax.input_pipeline``: single-view batches have a leading batch axis;
 multi-view batches have [B, V] leading axes plus ``view_valid`` [B, V]. Every view is one SVR
@@ -20,15 +21,9 @@ import jax.numpy as jnp
 import optax
 
 from simajax import losses, metrics
+from simajax.training import distill
 
 State = dict[str, Any]
-
-# The student features SiMA distils into (SVR intermediates), and the teacher's fused features
-# (MVR intermediates): f_v^M is one [49, C] feature per hand, f_o^M one [16, C] token map per view.
-STUDENT_SE_KEY = "lifted_vertex_feature_f_v"
-STUDENT_OE_KEY = "orientation_feature_enhanced_f_o_hat"
-TEACHER_SE_KEY = "fused_vertex_feature"
-TEACHER_OE_KEY = "fused_orientation_tokens"
 
 # Ground truth of the losses, by the model's output key (see simajax.data.sample for the batch).
 _GT_KEYS = {
@@ -91,17 +86,6 @@ def _model_inputs(stage: str, batch: dict[str, jax.Array], multi_view: bool):
           else batch["image"],)
 
 
-def teacher_features(teacher: nn.Module, teacher_variables: Any,
-                     batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  """The frozen MVR's f_v^M and f_o^M for every view of a multi-view batch, keyed like the
-  student's features: f_v^M [B, 49, C] is repeated for each of the hand's V views."""
-  _, mid = teacher.apply(teacher_variables, batch["image"], batch["view_valid"], train=False)
-  num_views = batch["view_valid"].shape[1]
-  f_v = jnp.repeat(mid[TEACHER_SE_KEY][:, None], num_views, axis=1)
-  features = {STUDENT_SE_KEY: f_v, STUDENT_OE_KEY: mid[TEACHER_OE_KEY]}
-  return jax.lax.stop_gradient(flatten_views(features))
-
-
 def make_train_step(*, stage: str, model: nn.Module, tx: optax.GradientTransformation,
                     faces: jax.Array, loss_weights: losses.LossWeights, multi_view: bool,
                     schedule: Optional[optax.Schedule] = None,
@@ -138,9 +122,9 @@ def make_train_step(*, stage: str, model: nn.Module, tx: optax.GradientTransform
         outputs, ground_truth(views), faces, loss_weights, mask=weights,
         term_masks={t: mesh_weights for t in _MESH_TERMS})
     if targets is not None:
-      distill_total, distill_terms = losses.distillation_loss(
-          mid, targets, loss_weights, mask=weights, se_key=STUDENT_SE_KEY,
-          oe_key=STUDENT_OE_KEY)
+      distill_total, distill_terms = distill.distillation_loss(
+          mid, targets, loss_weights, mask=weights, se_key=distill.STUDENT_SE_KEY,
+          oe_key=distill.STUDENT_OE_KEY)
       total = total + distill_total
       terms.update(distill_terms)
     return total, (updates["batch_stats"], terms)
@@ -149,7 +133,7 @@ def make_train_step(*, stage: str, model: nn.Module, tx: optax.GradientTransform
     rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
     targets = None
     if teacher is not None:
-      targets = teacher_features(teacher, teacher_variables, batch)
+      targets = distill.teacher_features(teacher, teacher_variables, batch)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (batch_stats, terms)), grads = grad_fn(state["params"], state["batch_stats"], batch,
                                                   rng, targets)

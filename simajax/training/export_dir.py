@@ -1,6 +1,8 @@
-"""Saving and loading SVR model checkpoints: variables (orbax) + model config + mesh topology.
+"""An export directory: a self-contained SVR checkpoint (variables, model config, mesh topology).
 
-A checkpoint directory is self-contained, so inference needs nothing else:
+``simajax.convert`` writes one from official weights; ``simajax.predict`` and ``simajax.export``
+read it. Unlike a training run directory (``run_dir``), it holds one set of weights and no
+training state, and inference needs nothing else:
 
   CKPT_DIR/variables/           orbax StandardCheckpointer of {'params': ..., 'batch_stats': ...}
   CKPT_DIR/model_config.json    the model ConfigDict (``svr_config`` fields)
