@@ -35,7 +35,7 @@ class ManoModels:
   Each hand is posed with its own side's model, as the datasets' labels were made (manopth's
   ``ManoLayer(side=...)``): a left hand with MANO_LEFT's PCA basis, mean pose, ``shapedirs`` and
   middle fingertip 445. That matters because the released MANO_LEFT is not the mirror image of
-  MANO_RIGHT: its ``shapedirs`` are the right model's, unmirrored (docs/DATASETS.md §3.5), so
+  MANO_RIGHT: its ``shapedirs`` are the right model's, unmirrored (docs/conventions.md#left-hands), so
   with non-zero betas the mirrored MANO_RIGHT hand differs from the labelled one by centimetres.
   The *result* is then mirrored (x -> -x) into the right-hand frame the network trains in: the
   schema's canonical mesh of a left hand is the mirror image of MANO_LEFT's, and
@@ -84,7 +84,7 @@ class ManoModels:
     """[45] PCA coefficients -> [45] finger axis-angles, offsets from ``hands_mean``.
 
     ``pca · hands_components`` of the hand's own side, without the mean: HandOccNet's JSON form
-    and the schema's (docs/DATASETS.md §1.7).
+    and the schema's (docs/datasets.md#handoccnet-annotations).
     """
     return np.asarray(pca, np.float64) @ np.asarray(self.model(side).hands_components, np.float64)
 
@@ -143,7 +143,7 @@ def mesh_in_camera(verts_canonical: np.ndarray, joints_canonical: np.ndarray,
 
   For a right hand ``R (V0 - J0) + wrist``. A left hand's canonical mesh is the mirror image of
   MANO_LEFT's (``ManoModels.canonical``), so it is mirrored back first: ``R M (V0 - J0) + wrist``
-  with M = diag(-1, 1, 1), which is MANO_LEFT's own posed mesh (docs/DATASETS.md §4).
+  with M = diag(-1, 1, 1), which is MANO_LEFT's own posed mesh (docs/conventions.md#occlusion-label).
 
   Args:
     verts_canonical: [V, 3] schema canonical mesh.
@@ -163,7 +163,7 @@ def mesh_in_camera(verts_canonical: np.ndarray, joints_canonical: np.ndarray,
 
 
 def move_trans(trans: np.ndarray, rest_wrist: np.ndarray, transform: np.ndarray) -> np.ndarray:
-  """Moves a MANO translation into another frame: R_M (J0 + t) + t_M - J0 (docs/DATASETS.md §2.3).
+  """Moves a MANO translation into another frame: R_M (J0 + t) + t_M - J0 (docs/datasets.md#hanco-layout).
 
   MANO rotates about the rest wrist J0, so the wrist sits at J0 + t in the source frame; that
   point is transformed and J0 subtracted again. The root rotation moves separately (R_M R).

@@ -1,7 +1,7 @@
 """The one feature schema of every simajax hand dataset (synthetic hands, Dex-YCB, HanCo).
 
 One example is one **multi-view frame**: a hand at one time step seen by ``NUM_VIEWS`` = 8
-calibrated cameras (docs/DATASETS.md §6.1). Single-view training and evaluation flatten the views
+calibrated cameras (docs/datasets.md#tfds-schema). Single-view training and evaluation flatten the views
 in the input pipeline (``simajax.input_pipeline``), keeping only views with ``view_valid``.
 
 Conventions shared by all fields:
@@ -53,7 +53,7 @@ Per-view fields, each with a leading axis of ``NUM_VIEWS`` (views in a fixed cam
   mano_trans    [3] f32 camera-frame translation in the manopth convention (added after rotating
                 about J0), so ``joints_cam[0] = J0 + mano_trans`` for the original side's model.
   vis_ratio     f32 visible hand pixels / hand-silhouette pixels without occluders, over the whole
-                image (docs/DATASETS.md §4); -1 when unknown. "Occluded" means < 0.4.
+                image (docs/conventions.md#occlusion-label); -1 when unknown. "Occluded" means < 0.4.
 
 Decision on GT vertices: camera-frame vertices are **not stored per view**; they are derived
 exactly from the per-frame canonical mesh, the per-view ``global_rot`` and the camera-frame wrist

@@ -1,4 +1,4 @@
-"""The visibility ratio of a labelled view (docs/DATASETS.md §4): how much of the hand is seen.
+"""The visibility ratio of a labelled view (docs/conventions.md#occlusion-label): how much of the hand is seen.
 
 H2ONet's rule, shared by the Dex-YCB and HanCo readers: the visible hand pixels of the dataset's
 mask over the pixels of the rendered, unoccluded MANO silhouette of the labelled hand.
@@ -15,7 +15,7 @@ from simajax.render import rasterizer
 
 def visibility_ratio(hand_pixels: np.ndarray, verts_cam: np.ndarray, faces: np.ndarray,
                      K: np.ndarray, where: str = "view") -> float:
-  """H2ONet's visible ratio: hand pixels / rendered-silhouette pixels, whole image (§4).
+  """H2ONet's visible ratio: hand pixels / rendered-silhouette pixels, whole image (docs/conventions.md#occlusion-label).
 
   The mesh is the unoccluded hand the label describes, so it covers every visible hand pixel and
   the ratio lies in [0, 1]. A ratio above 1 means the mesh is not the labelled hand (e.g. a

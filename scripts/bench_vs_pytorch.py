@@ -16,7 +16,7 @@ Every measurement runs in its own process, and the rounds alternate the implemen
 drift of the machine hits both sides alike; the table gives each side's median over the rounds and
 the spread of the round medians. Sides:
   torch        the official code as released (NCHW, glibc's allocator);
-  torch tuned  the allocator env of shared/docs/PERFORMANCE.md, and channels_last for eval32
+  torch tuned  the allocator env of docs/architecture.md#performance-notes, and channels_last for eval32
                (the faster of the memory formats there);
   simajax      the CLIs' settings (``simajax.runtime.configure_allocator``).
 

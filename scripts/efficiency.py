@@ -8,7 +8,7 @@ Usage:
 
 For each model: the parameter count (``jax.eval_shape``, nothing compiled), the FLOPs of one
 forward call from XLA's cost analysis of the compiled executable (XLA counts a multiply-add as 2
-FLOPs; the official PyTorch SVR is 3.262 GFLOP = 1.631 GMAC per image, docs/ARCHITECTURE.md §2.3),
+FLOPs; the official PyTorch SVR is 3.262 GFLOP = 1.631 GMAC per image, docs/architecture.md#parameter-counts),
 the lowering and compile times (separately, per batch size), the steady-state forward latency at
 ``--latency-batch`` and the throughput at ``--batch`` images. Batches count images: the MVR runs
 ``batch // num_views`` frames of ``num_views`` views (at least one frame), and reports images/s

@@ -76,7 +76,7 @@ def base_config(stage: str, dataset: str = "synthetic",
   c.model.use_ofe = True  # SiMA's orientation-feature enhancement (False: the no-OFE ablation)
 
   # Global batch in images (views); multi-view stages read batch_size / 8 hands of 8 views each.
-  # Paper: MVR 64 images (8 hands x 8 views), SVR 32 images (ARCHITECTURE.md §7.2 choices).
+  # Paper: MVR 64 images (8 hands x 8 views), SVR 32 images (our choice, docs/training.md#batch-sizes).
   # The learning rate scales with it (optim.base_batch_size), so results do not depend on the
   # number of devices.
   c.batch_size = 64 if stage == "mvr" else 32
@@ -117,9 +117,9 @@ def base_config(stage: str, dataset: str = "synthetic",
   c.loss.edge = 1.0
   c.loss.rotation = 1.0
   c.loss.rotation_form = "mse"  # official; 'frobenius' is the paper's ||R R^T - I|| (eq. 10)
-  c.loss.feature_norm = "mse"   # L_SE / L_OE distance ('mse' | 'l2' | 'l1'), §6.1 choice
+  c.loss.feature_norm = "mse"   # L_SE / L_OE distance ('mse' | 'l2' | 'l1'), our choice, docs/architecture.md#sima-distillation
 
-  # SiMA distillation (SVR stage only). beta/gamma are not published: 1/1 (§6.1 choice).
+  # SiMA distillation (SVR stage only). beta/gamma are not published: 1/1 (our choice, docs/architecture.md#sima-distillation).
   c.distill = ml_collections.ConfigDict()
   c.distill.enabled = stage == "svr"  # needs data.mode = 'multi_view'
   c.distill.teacher_checkpoint = ml_collections.config_dict.placeholder(str)  # an MVR workdir

@@ -13,7 +13,7 @@ masked so every example counts once, overall and per occlusion subset.
 Both files hold ``joints [N,21,3]`` and ``verts [N,778,3]`` in metres (camera frame, or any frame:
 the metrics are root-relative); the ground-truth file may add ``visibility [N]``, the per-example
 visible ratio of the hand (negative = unknown), which splits the examples into occluded
-(ratio < threshold) and non-occluded subsets (docs/DATASETS.md §4).
+(ratio < threshold) and non-occluded subsets (docs/conventions.md#occlusion-label).
 
 Programmatic use (e.g. checkpoint evaluation): `score_predictions` scores arrays and returns the
 results dict of `simajax.metrics.MetricAccumulator.result`; `write_reports` writes it out. A

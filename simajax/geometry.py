@@ -3,7 +3,7 @@
 Every function accepts numpy or JAX arrays and returns the same kind, so the (numpy) input
 pipeline and the (jitted) model use one definition of each convention.
 
-Conventions (docs/ARCHITECTURE.md §1.4 and §10):
+Conventions (docs/conventions.md#rotations):
   * axis-angle: a 3-vector whose direction is the axis and whose norm is the angle (radians).
   * 6D rotation (pytorch3d ``rotation_6d_to_matrix``): a1 = d6[..., 0:3], a2 = d6[..., 3:6],
     Gram-Schmidt gives b1, b2, b3 = b1 x b2, and **R has rows (b1, b2, b3)**. The inverse map is

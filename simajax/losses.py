@@ -2,7 +2,7 @@
 
 SiMA's distillation terms L_SE and L_OE (eq. 12) are in ``simajax.training.distill``; their
 weights and distance are fields of ``LossWeights`` here, with the reconstruction terms'. Every
-loss is a pure, batched JAX function of explicit arrays (docs/ARCHITECTURE.md §6.1, §7.1):
+loss is a pure, batched JAX function of explicit arrays (docs/architecture.md#sima-distillation and docs/architecture.md#reconstruction-loss):
 
   * L1 terms (canonical and rotated mesh and joints, 2D joints): the mean of |pred - gt| over every
     element, as the official code's ``F.l1_loss``.
@@ -88,7 +88,7 @@ class LossWeights:
 
   @classmethod
   def stage1(cls, **overrides) -> LossWeights:
-    """Stage 1 of the two-stage recipe (§7.3): canonical mesh and joints, 2D, normal, edge.
+    """Stage 1 of the two-stage recipe (docs/training.md#two-stage-split): canonical mesh and joints, 2D, normal, edge.
 
     Args:
       **overrides: field values that replace the stage-1 defaults.
@@ -274,7 +274,7 @@ def require_input(tree: Mapping[str, Any], key: str, what: str, term: str):
 def reconstruction_loss(pred: Mapping[str, Any], gt: Mapping[str, Any], faces,
                         weights: LossWeights = LossWeights(), mask=None,
                         term_masks: Mapping[str, Any] | None = None):
-  """L_Recon of eq. 11, weighted as the official code (§7.1).
+  """L_Recon of eq. 11, weighted as the official code (docs/architecture.md#reconstruction-loss).
 
   Args:
     pred: model outputs with keys verts3d_wo_gr [B,778,3], joints3d_wo_gr [B,21,3],

@@ -1,4 +1,4 @@
-"""Evaluation metrics of SiMA-Hand (docs/ARCHITECTURE.md §8, docs/DATASETS.md §5).
+"""Evaluation metrics of SiMA-Hand (docs/training.md#evaluation-protocol).
 
 Two layers:
 
@@ -280,7 +280,7 @@ class MetricAccumulator:
 
   Each ``update`` takes one batch of `per_example_metrics` outputs with a padding mask, so padded
   rows of the last batch are ignored and every real example is counted exactly once. Subsets follow
-  the per-example visibility ratio (docs/DATASETS.md §4): occluded when 0 <= ratio < threshold,
+  the per-example visibility ratio (docs/conventions.md#occlusion-label): occluded when 0 <= ratio < threshold,
   non-occluded when ratio >= threshold. A negative ratio (-1 by convention) means unknown: such an
   example counts in 'overall' only. Without any visibility, every example is unknown.
 

@@ -1,7 +1,7 @@
 """Hand photos in and out of the SVR: reading, boxes, the official crop, left hands, overlays.
 
 Input side (``photo_specs``, ``read_photo``, ``crop_photo``): a photo is cropped exactly as the
-official pre-processing crops a test image (docs/ARCHITECTURE.md §7.4, ``preprocessing.crop``):
+official pre-processing crops a test image (docs/training.md#crops-and-augmentation, ``preprocessing.crop``):
 
   * with a user box (x0, y0, x1, y1), the box is treated like the official 2D joints' min/max box:
     expanded ``BBOX_EXPANSION`` (1.5x) about its centre, clipped to the image, made square. The

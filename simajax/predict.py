@@ -111,7 +111,7 @@ class Predictor:
 
   @classmethod
   def from_checkpoint(cls, ckpt_dir, batch_size: int = 32, model_config=None) -> "Predictor":
-    """Loads ``ckpt_dir`` (see ``simajax.checkpoint_io``)."""
+    """Loads ``ckpt_dir`` (see ``simajax.training.export_dir``)."""
     return cls(export_dir.load_checkpoint(ckpt_dir, model_config), batch_size)
 
   def __call__(self, images: np.ndarray, source: str = "images") -> dict[str, np.ndarray]:

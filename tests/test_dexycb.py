@@ -56,7 +56,7 @@ def _key(subject, name, frame):
 
 
 def _expected_split(subject, index):
-  """S0 from the table of docs/DATASETS.md §1.6, written out for the fixture's subjects."""
+  """S0 from the table of docs/datasets.md#dex-ycb-splits, written out for the fixture's subjects."""
   if index % 5 != 4:
     return "train"
   return "validation" if subject == "20200709-subject-01" else "test"

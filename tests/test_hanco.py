@@ -54,7 +54,7 @@ def built(hanco, tmp_path_factory):
 
 
 def _expected_frames(rule):
-  """The split of the fixture's frames, read off its SEQUENCES table (docs/DATASETS.md §2.5)."""
+  """The split of the fixture's frames, read off its SEQUENCES table (docs/datasets.md#hanco-splits)."""
   out = {"train": [], "test": []}
   for sid, (is_train, is_valid, has_fit) in fx.SEQUENCES.items():
     for fid in range(len(is_valid)):

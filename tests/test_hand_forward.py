@@ -10,7 +10,7 @@ from scipy.spatial.transform import Rotation
 from simajax.hand import (HandModel, hand_forward, joint_regressor_21, make_hand_model,
                           mirror_axis_angle, mirror_hand_model, mirror_points, pose_to_axis_angle)
 
-# The docs' MANO(+tips) -> OpenPose list (docs/DATASETS.md §3.4), written out independently.
+# The docs' MANO(+tips) -> OpenPose list (docs/conventions.md#joint-orders), written out independently.
 DOC_ORDER = [0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20]
 DOC_PARENTS = [-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]
 NV = 778

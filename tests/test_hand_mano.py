@@ -20,7 +20,7 @@ NV = 778
 
 
 def official_arrays(seed: int = 0) -> dict:
-  """Random arrays with the keys, shapes and dtypes of MANO_RIGHT.pkl (docs/DATASETS.md §3.1),
+  """Random arrays with the keys, shapes and dtypes of MANO_RIGHT.pkl (docs/conventions.md#mano-files),
   with joints laid out like a right hand's (the loader checks the side from them)."""
   rng = np.random.default_rng(seed)
   weights = rng.random((NV, 16)) ** 6

@@ -230,7 +230,7 @@ def test_augmented_labels_stay_on_the_hand_pixels(data_dir):
 
 
 def test_rotation_augmentation_updates_global_rotation(data_dir):
-  """A = Rz(-rot) composes with the stored root rotation (ARCHITECTURE §7.4)."""
+  """A = Rz(-rot) composes with the stored root rotation (docs/training.md#crops-and-augmentation)."""
   records = _records(data_dir)
   record = records[_frame_of(records, "fake/0000")]
   plain = sample.process_view(record, 1, 32)

@@ -1,4 +1,4 @@
-"""Losses against values computed by hand with explicit loops (ARCHITECTURE §6.1, §7.1)."""
+"""Losses against values computed by hand with explicit loops (docs/architecture.md#sima-distillation and docs/architecture.md#reconstruction-loss)."""
 
 from __future__ import annotations
 

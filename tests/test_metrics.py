@@ -1,4 +1,4 @@
-"""Metrics against an independent numpy/scipy implementation of the protocol (ARCHITECTURE §8)."""
+"""Metrics against an independent numpy/scipy implementation of the protocol (docs/training.md#evaluation-protocol)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _per_example(*arrays):
 
 
 def ref_align_w_scale(gt, pred):
-  """§8: centre, divide by Frobenius norms, M = GT_n^T Pred_n = U S V^T, R = U V^T, s = sum S."""
+  """docs/training.md#evaluation-protocol: centre, divide by Frobenius norms, M = GT_n^T Pred_n = U S V^T, R = U V^T, s = sum S."""
   gt_mean, pred_mean = gt.mean(0), pred.mean(0)
   gt_c, pred_c = gt - gt_mean, pred - pred_mean
   gt_norm = np.linalg.norm(gt_c) + 1e-8

@@ -1,4 +1,4 @@
-"""Building blocks against independent numpy references and the official sizes (ARCHITECTURE §1.1, §2.2)."""
+"""Building blocks against independent numpy references and the official sizes (docs/architecture.md#building-blocks and docs/architecture.md#parameter-counts)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """MVR-Hand: sizes, fusion maths against numpy, view masking, equivariance, gradient stops.
 
 The fusion functions are checked against direct numpy transcriptions of paper eq. 1-3 (as read in
-docs/ARCHITECTURE.md §6); the whole model (tiny variant) against relations that must hold for any
+docs/architecture.md#mvr-hand); the whole model (tiny variant) against relations that must hold for any
 weights: masked views cannot change valid results, one valid view makes the fusion an identity,
 rolling the views rolls the per-view outputs, and the detaches of the SVR.
 """
@@ -25,14 +25,14 @@ def linear_size(fan_in: int, fan_out: int) -> int:
 
 
 def official_mvr_sizes() -> dict[str, int]:
-  """Module sizes of the official-width MVR, from ARCHITECTURE.md §2.2 and §6."""
+  """Module sizes of the official-width MVR, from docs/architecture.md#parameter-counts and docs/architecture.md#mvr-hand."""
   c, d = 128, 1024
 
   def bn(n):  # scale and bias
     return 2 * n
 
   return {
-      # §2.2, less the never-called dense_stack1.senet3 (526,848) that simajax does not create.
+      # docs/architecture.md#parameter-counts, less the never-called dense_stack1.senet3 (526,848) that simajax does not create.
       "backbone": 8_579_032 - 526_848,
       "lifting": 65_536 + 1_029,
       "decoder3d": 978_243,
@@ -60,7 +60,7 @@ def test_official_parameter_count(reference_topology):
   params = mvr_shapes(build_mvr(mvr_config("official"), reference_topology))["params"]
   expected = official_mvr_sizes()
   assert {k: size(v) for k, v in params.items()} == expected
-  # ARCHITECTURE.md §6 estimates about 31.9M including the unused SE block (0.53M).
+  # docs/architecture.md#parameter-counts estimates about 31.9M including the unused SE block (0.53M).
   assert abs(size(params) + 526_848 - 31.9e6) < 0.1e6
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from simajax.models import build_svr, svr_config
 from parity_recipe import he_variables
 
-# docs/ARCHITECTURE.md §2.2: one official MultiHeadAttention block and j_latent_mapping.
+# docs/architecture.md#parameter-counts: one official MultiHeadAttention block and j_latent_mapping.
 MHA_SIZE = 16_779_264
 J_LATENT_MAPPING_SIZE = 3_154_944
 OFFICIAL_ROT_REG_SIZE = 62_182_742
@@ -74,7 +74,7 @@ def test_regressor_reads_the_orientation_tokens(reference_topology):
   for key in ("verts3d_wo_gr", "joints_img"):
     np.testing.assert_array_equal(out[key], out_ofe[key])
   np.testing.assert_array_equal(mid["orientation_feature_f_o"], mid_ofe["orientation_feature_f_o"])
-  # f̂_o is the f_o tokens (t = row * 4 + col), and the MLP of ARCHITECTURE §1.4 item 3 maps
+  # f̂_o is the f_o tokens (t = row * 4 + col), and the MLP of docs/architecture.md#orientation-branch maps
   # them to the 6D rotation.
   f_o = mid["orientation_feature_f_o"].astype(np.float64)
   tokens = f_o.reshape(2, 16, f_o.shape[-1])

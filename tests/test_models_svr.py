@@ -17,7 +17,7 @@ import pytest
 from parity_recipe import he_variables
 from simajax.models import OUTPUT_KEYS, build_svr, svr_config
 
-# docs/ARCHITECTURE.md §2.2 (torch module sizes); the backbone's includes the never-called
+# docs/architecture.md#parameter-counts (torch module sizes); the backbone's includes the never-called
 # dense_stack1.senet3 (526,848), which simajax does not create.
 OFFICIAL_SIZES = {
     "backbone": 8_579_032 - 526_848,
@@ -132,7 +132,7 @@ def test_eval_outputs_and_gradient_stops(tiny):
   assert np.array_equal(outputs["joints_img"], mids["uv_raw"])
   assert mids["orientation_feature_enhanced_f_o_hat"].shape == (3, 16, 128)
 
-  # The rotation and f̂_o losses reach the orientation branch only (ARCHITECTURE §1.6).
+  # The rotation and f̂_o losses reach the orientation branch only (docs/architecture.md#where-gradients-stop).
   assert all(not np.any(leaf) for leaf in jax.tree.leaves(g_orient["backbone"]))
   assert all(not np.any(leaf) for leaf in jax.tree.leaves(g_orient["decoder3d"]))
   for branch in ("rot_reg", "dense_stack3", "shared_encoding_mapping", "j_latent_mapping"):

@@ -5,7 +5,7 @@ import pytest
 
 from simajax.render import primitives, read_obj, read_ply, write_obj, write_ply
 
-# The layout of the official template.ply (docs/ARCHITECTURE.md): float x, y, z and
+# The layout of the official template.ply (docs/architecture.md#mesh-hierarchy): float x, y, z and
 # `property list uchar int vertex_indices`, with comments, here with one quad to triangulate.
 TEMPLATE_STYLE_PLY = """ply
 format ascii 1.0

@@ -7,7 +7,7 @@ Build::
 
 Configs and splits:
   * ``dexycb/s0``: train / validation / test by the toolkit's S0 rule on the raw tree
-    (docs/DATASETS.md §1.6): every subject; sequence i (sorted) with i % 5 == 4 is held out,
+    (docs/datasets.md#dex-ycb-splits): every subject; sequence i (sorted) with i % 5 == 4 is held out,
     subjects 01-02 -> validation, subjects 03-10 -> test; all 8 cameras.
   * ``dexycb/s0_handoccnet``: train / test with view membership taken from HandOccNet's
     ``<root>/annotations/DEX_YCB_s0_{train,test}_data.json`` (labels still from the raw files).
@@ -22,29 +22,29 @@ Expected sizes on the full data set (not verifiable offline): the unfiltered S0 
 78,768 test) should equal this builder's *valid views* of train / test, since both apply the
 same hand-presence filter (``joint_3d`` not all -1).
 
-Decisions on docs/DATASETS.md §7 open points (ours, to be copied to the README):
-  * §7.2 occlusion: ``vis_ratio`` is H2ONet's rule: pixels with seg == 255 over the pixels of the
+Decisions on open points of the data (ours; summarised in docs/datasets.md#decisions-on-open-points):
+  * occlusion: ``vis_ratio`` is H2ONet's rule: pixels with seg == 255 over the pixels of the
     rendered, unoccluded MANO silhouette (GT mesh root-aligned to ``joint_3d[0]``, left hands
     mirrored back), whole image; "occluded" means < 0.4. SiMA's ``depth_occ_ratio`` is unreleased.
     The silhouette is computed for every split (``vis_ratio=False`` in a config skips it).
-  * §7.3 counts: 406,888 / 78,768 are assumed to be the hand-filtered views (see above). No frame
+  * counts: 406,888 / 78,768 are assumed to be the hand-filtered views (see above). No frame
     subsampling by default (``frame_step=1``; SiMA's test cfg uses step 1, its train step is
     unknown).
-  * §7.4 multi-view grouping: ours, as specified: key (subject, sequence, frame), views in serial
+  * multi-view grouping: ours, as specified: key (subject, sequence, frame), views in serial
     order, views without a hand label kept as ``view_valid=False`` (their image is not stored);
     frames with at least one valid view are kept, however few.
-  * §7.6 the HandOccNet JSON is read for membership and a joint cross-check only; unknown keys
+  * the HandOccNet JSON is read for membership and a joint cross-check only; unknown keys
     are ignored.
-  * Left hands (ARCHITECTURE.md §7.4): stored on their original side (``hand_side`` = left; image,
+  * Left hands (docs/conventions.md#left-hands): stored on their original side (``hand_side`` = left; image,
     ``joints_*``, ``global_rot``, ``mano_pose`` with the left PCA basis, ``mano_trans`` of
     MANO_LEFT); the input pipeline mirrors them. ``verts_canonical``/``joints_canonical`` are
     MANO_LEFT's own zero-rotation hand (its PCA basis, mean, unmirrored ``shapedirs``, middle tip
     445: how the ``joint_3d`` labels were made) mirrored into the right-hand frame, as the
     schema requires. Mirroring MANO_RIGHT's hand instead puts the mesh up to ~2 cm off the
-    labels when the betas are not zero (docs/DATASETS.md §3.5).
+    labels when the betas are not zero (docs/conventions.md#left-hands).
   * Views with ``joint_3d`` but an all-zero ``pose_m`` (never expected) are made invalid and
     counted.
-  * §7.8 ``joints_canonical`` comes from the side's MANO forward pass with manopth's fingertips
+  * ``joints_canonical`` comes from the side's MANO forward pass with manopth's fingertips
     (middle tip 444 right, 445 left); ``joints_cam``/``joints_img`` are the dataset's annotations.
 
 Build cost (one core, fabricated MANO at 640x480): ~50 ms per frame to read, check and encode the

@@ -1,6 +1,6 @@
 """Split membership from HandOccNet's ``DEX_YCB_s0_{train,test}_data.json`` (optional).
 
-The file is COCO-style (docs/DATASETS.md §1.7): ``images`` with ``id`` and ``file_name``
+The file is COCO-style (docs/datasets.md#handoccnet-annotations): ``images`` with ``id`` and ``file_name``
 (``<subject>/<sequence>/<serial>/color_%06d.jpg``), ``annotations`` with ``image_id`` and
 ``joints_coord_cam`` among others; unknown keys are ignored. Only *which views belong to the
 split* and their annotated 3D joints (for a cross-check against the raw labels) are taken from it;

@@ -1,4 +1,4 @@
-"""Dex-YCB per-view label files ``labels_%06d.npz`` (docs/DATASETS.md §1.2).
+"""Dex-YCB per-view label files ``labels_%06d.npz`` (docs/datasets.md#dex-ycb-layout).
 
 Keys used (others, e.g. ``pose_y``, are ignored):
   seg       uint8 [H, W]     255 = hand, 1..21 YCB objects, 0 background

@@ -1,6 +1,6 @@
 """The official Dex-YCB directory tree: subjects, sequences, meta.yml, calibration, S0 split.
 
-Layout (docs/DATASETS.md §1.1):
+Layout (docs/datasets.md#dex-ycb-layout):
 
   <root>/<subject>/<YYYYMMDD_HHMMSS>/meta.yml
   <root>/<subject>/<sequence>/<serial>/color_%06d.jpg, labels_%06d.npz
@@ -23,7 +23,7 @@ import numpy as np
 
 from data_pipelines import files
 
-# Subject directories and camera serials, in the toolkit's index order (docs/DATASETS.md §1.1).
+# Subject directories and camera serials, in the toolkit's index order (docs/datasets.md#dex-ycb-layout).
 SUBJECTS = (
     "20200709-subject-01", "20200813-subject-02", "20200820-subject-03", "20200903-subject-04",
     "20200908-subject-05", "20200918-subject-06", "20200928-subject-07", "20201002-subject-08",
@@ -35,7 +35,7 @@ SERIALS = (
 )
 SEQUENCES_PER_SUBJECT = 100
 _SEQUENCE_NAME = re.compile(r"^\d{8}_\d{6}$")
-# Setup S0 (docs/DATASETS.md §1.6): sequence i % 5 == 4 is held out; subjects 0-1 -> val.
+# Setup S0 (docs/datasets.md#dex-ycb-splits): sequence i % 5 == 4 is held out; subjects 0-1 -> val.
 S0_HELD_OUT_TRIAL = 4
 S0_VAL_SUBJECTS = (0, 1)
 SPLITS = ("train", "validation", "test")
@@ -43,7 +43,7 @@ SPLITS = ("train", "validation", "test")
 
 @dataclasses.dataclass(frozen=True)
 class Meta:
-  """A sequence's ``meta.yml`` (docs/DATASETS.md §1.3)."""
+  """A sequence's ``meta.yml`` (docs/datasets.md#dex-ycb-layout)."""
   serials: tuple[str, ...]
   num_frames: int
   ycb_ids: tuple[int, ...]
@@ -69,7 +69,7 @@ class SequenceRef:
 
 
 def s0_split(subject_index: int, sequence_index: int) -> str:
-  """The S0 split of a sequence (docs/DATASETS.md §1.6).
+  """The S0 split of a sequence (docs/datasets.md#dex-ycb-splits).
 
   Args:
     subject_index: index in ``SUBJECTS``.

@@ -17,19 +17,19 @@ Each example is one time step seen by the 8 cameras (views "cam0".."cam7"); ``ex
 documents the fields. The counts are printed at the end of each split and stored in the dataset's
 ``metadata.json`` under ``build_counts``.
 
-Decisions on docs/DATASETS.md §7 open points (ours, to be copied to the README):
-  * §7.1 split: SiMA's split code is unreleased; the default rule keeps ``is_valid`` frames
+Decisions on open points of the data (ours; summarised in docs/datasets.md#decisions-on-open-points):
+  * split: SiMA's split code is unreleased; the default rule keeps ``is_valid`` frames
     (SiMA's cfg reads the ``is_valid`` file) and splits by ``is_train``. Expected on the full data
     set: 7,983 train / 1,072 test frames (paper: 63,864 / 8,576 images = 8 views each); not
     verifiable offline. No frame subsampling (``frame_step=1``).
-  * §2.6 rgb/rgb_merged mixing: ARCHITECTURE.md §7.4 reads the paper as "training set doubled by
+  * rgb/rgb_merged mixing: we read the paper (docs/datasets.md#hanco-splits) as "training set doubled by
     background-replaced copies" (63,864 + 63,864), so ``rgb-rgb_merged`` doubles the train frames;
     ``rgb_merged`` views that do not exist (the augmented folders cover only part of the data)
     are invalid in the copy and counted.
-  * §7.2 occlusion: ``vis_ratio`` = pixels of ``mask_hand`` (JPEG, >= 128) over the pixels of the
+  * occlusion: ``vis_ratio`` = pixels of ``mask_hand`` (JPEG, >= 128) over the pixels of the
     rendered MANO silhouette (world fit moved to the camera, root-aligned to the annotated wrist),
     whole image; our reconstruction of H2ONet's rule for HanCo.
-  * §7.7 nested ``shape`` values are flattened.
+  * nested ``shape`` values are flattened.
   * Hand side: always right (SiMA never flips HanCo). Joints come from ``xyz``, the mesh from the
     world MANO fit; the per-camera 61-vector files are not read.
 """

@@ -8,7 +8,7 @@ Per time step (sid, fid) and camera c (views in camera order 0..7):
     poses[3:48]], ``mano_trans`` = R_M (J0 + global_t) + t_M - J0;
   * the canonical mesh is MANO_RIGHT with zero root rotation; with ``global_rot`` and the
     annotated wrist it gives the camera mesh, whose silhouette against ``mask_hand`` is
-    ``vis_ratio`` (docs/DATASETS.md §4, HanCo variant);
+    ``vis_ratio`` (docs/conventions.md#occlusion-label, HanCo variant);
   * ``image`` is the variant's JPEG, unchanged; every view with an image is valid.
 Frame-level ``mano_pose``/``mano_trans``/``mano_shape`` are the world fit itself. Every HanCo hand
 is a right hand (``hand_side`` right; SiMA never flips HanCo).

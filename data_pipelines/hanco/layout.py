@@ -1,6 +1,6 @@
 """The official HanCo tree, its per-frame JSON files and the train/test rules.
 
-Layout (docs/DATASETS.md §2.1; sid = 4 digits, c = camera 0..7, fid = 8 digits):
+Layout (docs/datasets.md#hanco-layout; sid = 4 digits, c = camera 0..7, fid = 8 digits):
 
   <root>/meta.json
   <root>/rgb/<sid>/cam<c>/<fid>.jpg          every sequence
@@ -109,7 +109,7 @@ def read_xyz(path: pathlib.Path) -> np.ndarray:
 
 
 def read_world_fit(path: pathlib.Path) -> WorldFit:
-  """A world MANO fit; each value is flattened (files nest them in singleton lists, §7.7)."""
+  """A world MANO fit; each value is flattened (files nest them in singleton lists, docs/datasets.md#hanco-layout)."""
   data = files.read_json(path, "a HanCo world MANO fit {poses: 48, shapes: 10, global_t: 3}")
   sizes = {"poses": 48, "shapes": 10, "global_t": 3}
   values = {}
@@ -130,7 +130,7 @@ def split_frames(root: pathlib.Path, meta: Meta, rule: str = "is_valid",
                  frame_step: int = 1) -> dict[str, list[tuple[int, int]]]:
   """The (sid, fid) pairs of each split, in sequence then frame order.
 
-  Rules (docs/DATASETS.md §2.5; SiMA's own split code is not released):
+  Rules (docs/datasets.md#hanco-splits; SiMA's own split code is not released):
     * "is_valid" (default): frames with ``is_valid``; train if ``is_train`` else test.
     * "has_fit_color_auto" (a third-party loader's rule): every frame of the sequences whose
       frames all have ``has_fit``; train if ``<root>/rgb_color_auto/<sid>`` exists, else test.

@@ -1,6 +1,6 @@
 """Rest-pose anatomy of a right hand in MANO's frame, shared by SynthHand and the pose sampler.
 
-MANO's frame (read off the MANO template; docs/DATASETS.md §3): the fingers point along -x, the
+MANO's frame (read off the MANO template; docs/conventions.md#hand-model-frame): the fingers point along -x, the
 back of the hand faces +y (the palm faces -y, where the fingers curl), and the thumb is on the +z
 side. The rest wrist sits near (0.096, 0.006, 0.006) m, so the origin lies in the palm near the
 middle-finger knuckle. SynthHand's rest pose is a flat hand with straight, slightly spread
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Digits in MANO's chain order and the MANO ids of their three joints (docs/DATASETS.md §3.1).
+# Digits in MANO's chain order and the MANO ids of their three joints (docs/conventions.md#joint-orders).
 DIGITS = ("index", "middle", "pinky", "ring", "thumb")
 DIGIT_JOINTS = {"index": (1, 2, 3), "middle": (4, 5, 6), "pinky": (7, 8, 9),
                 "ring": (10, 11, 12), "thumb": (13, 14, 15)}

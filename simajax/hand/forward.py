@@ -1,6 +1,6 @@
 """The MANO forward pass (shape, pose correctives, forward kinematics, linear blend skinning).
 
-Follows manopth's ``ManoLayer`` (docs/DATASETS.md §3.3), in metres:
+Follows manopth's ``ManoLayer`` (docs/conventions.md#mano-forward-pass), in metres:
   * pose = 3 global axis-angle values + 45 finger values (axis-angle) or PCA coefficients;
   * ``flat_hand_mean=False`` adds ``hands_mean`` to the 45 finger values in both modes;
   * the global rotation acts about the rest wrist J0(betas), and ``trans`` is added last;

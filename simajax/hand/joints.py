@@ -4,7 +4,7 @@
 * MANO+tips (21): the 16 joints, then the fingertip vertices of thumb, index, middle, ring and
   pinky (manopth's convention).
 * OpenPose order (21): wrist; thumb 1-4; index 1-4; middle 1-4; ring 1-4; pinky 1-4. Every
-  dataset, metric and network output in simajax uses this order (docs/DATASETS.md §0, §3.4).
+  dataset, metric and network output in simajax uses this order (docs/conventions.md#joint-orders).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def joint_regressor_21(model: HandModel, middle_tip: Optional[int] = None) -> np
 
   It stacks the model's 16 ``J_regressor`` rows with one-hot rows at the five fingertip vertices
   and reorders them with ``MANO_TO_OPENPOSE``. The network's trainable joint regressor starts
-  from it (docs/ARCHITECTURE.md §1.3 item 6).
+  from it (docs/architecture.md#joint-regressor).
 
   Args:
     model: the hand model.

@@ -1,7 +1,7 @@
 """Loads the user's own MANO model (``MANO_RIGHT.pkl`` / ``MANO_LEFT.pkl``) without chumpy.
 
 The official files are Python-2 pickles that reference chumpy and scipy.sparse classes
-(docs/DATASETS.md §3.1-3.2). They are read with a restricted unpickler that admits only the globals
+(docs/conventions.md#mano-files). They are read with a restricted unpickler that admits only the globals
 those files use (numpy's array reconstruction, ``set``, and chumpy/scipy class names mapped to
 inert stand-ins that just store their state); any other global is refused before anything runs.
 The stand-ins are then turned into plain arrays:

@@ -1,4 +1,4 @@
-"""Left/right mirroring about the x = 0 plane (docs/DATASETS.md §3.5, ARCHITECTURE.md §7.4).
+"""Left/right mirroring about the x = 0 plane (docs/conventions.md#left-hands).
 
 The one home of mirroring, for hand models, labels and images alike. Left-hand samples are
 mirrored to right hands for training and evaluation: with M = diag(-1, 1, 1) points map to M p,

@@ -1,7 +1,7 @@
 """``HandModel``: the arrays of a MANO-compatible hand model (MANO itself or SynthHand).
 
 A hand model is a linear-blend-skinned mesh with a 16-joint kinematic tree in MANO's joint order
-(wrist; index 1-3; middle 1-3; pinky 1-3; ring 1-3; thumb 1-3; docs/DATASETS.md §3.1):
+(wrist; index 1-3; middle 1-3; pinky 1-3; ring 1-3; thumb 1-3; docs/conventions.md#joint-orders):
 
   shaped  = v_template + shapedirs · betas
   rest J  = J_regressor · shaped
@@ -24,7 +24,7 @@ NUM_JOINTS = 16
 NUM_FINGER_POSE = 45
 MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
 # Fingertip vertices (thumb, index, middle, ring, pinky) that manopth appends as joints 16-20.
-# The left hand uses 445 for the middle tip (docs/DATASETS.md §3.4).
+# The left hand uses 445 for the middle tip (docs/conventions.md#joint-orders).
 MANO_RIGHT_TIP_IDS = (745, 317, 444, 556, 673)
 MANO_LEFT_TIP_IDS = (745, 317, 445, 556, 673)
 

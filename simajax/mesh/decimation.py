@@ -1,4 +1,4 @@
-"""Quadric edge-collapse decimation that keeps vertex positions (ARCHITECTURE.md section 5.3).
+"""Quadric edge-collapse decimation that keeps vertex positions (docs/architecture.md#mesh-hierarchy).
 
 This replays the ``qslim_decimator_transformer`` of COMA's ``mesh_sampling`` (used by MobRecon,
 H2ONet and SiMA-Hand to build their hierarchies) step for step, heap ties and all, so the faces and

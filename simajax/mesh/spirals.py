@@ -1,4 +1,4 @@
-"""Spiral index tables (ARCHITECTURE.md section 5.2; SpiralNet++ ``extract_spirals``).
+"""Spiral index tables (docs/architecture.md#mesh-hierarchy; SpiralNet++ ``extract_spirals``).
 
 Row v of a table is v itself, then its 1-ring in OpenMesh's circulator order, then the following
 rings, each continuing the spiral from where the previous ring ended, cut to a fixed length.

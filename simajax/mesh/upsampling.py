@@ -1,4 +1,4 @@
-"""Up-sampling matrices from closest points on the coarse surface (ARCHITECTURE.md section 5.4).
+"""Up-sampling matrices from closest points on the coarse surface (docs/architecture.md#mesh-hierarchy).
 
 This follows COMA's ``setup_deformation_transfer``: every fine vertex is attached to the coarse
 triangle holding its closest surface point, with weights that depend on where on the triangle that

@@ -1,4 +1,4 @@
-"""The official transformer ``MultiHeadAttention`` block (docs/ARCHITECTURE.md §1.4 item 4).
+"""The official transformer ``MultiHeadAttention`` block (docs/architecture.md#ofe-attention).
 
 Post-norm, no feed-forward sublayer: bias-free q/k/v projections d_model -> H * d_head, scores
 (q / sqrt(d_head)) k^T, softmax over keys, dropout on the weights, head-major concatenation,

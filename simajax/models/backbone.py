@@ -1,4 +1,4 @@
-"""The DenseStack hourglasses and the SVR backbone (docs/ARCHITECTURE.md §1.2).
+"""The DenseStack hourglasses and the SVR backbone (docs/architecture.md#backbone).
 
 Module names follow the official ``state_dict`` (``dense1``, ``senet1``, ``thrink1_0`` for torch's
 ``thrink1.0`` ...), so that ``simajax.convert`` maps official weights by name.

@@ -8,7 +8,7 @@ subclass these. A variant is the official values plus its row of ``VARIANT_OVERR
 (model_config.json) carry, and ``module_kwargs`` reads such a ConfigDict back into module
 arguments.
 
-``svr_config('official')`` is the published architecture, bit for bit (docs/ARCHITECTURE.md §1-2):
+``svr_config('official')`` is the published architecture, bit for bit (docs/architecture.md#model-variants):
 it is the only variant that official PyTorch weights load into. The smaller variants shrink the
 channel widths but keep the mesh (778 ... 49 vertices, spiral length 9, from the topology) and the
 21 joints, so losses, metrics and data are shared by every variant:
@@ -92,10 +92,10 @@ class HandNetFields(nn.Module):
   train_joint_regressor: bool = True
   # Activation dtype: 'float32', or 'bfloat16' for mixed precision on accelerators (parameters,
   # BatchNorm statistics, losses and the rotation stay float32). On a CPU bfloat16 is slower
-  # (docs/PERFORMANCE.md), so every config keeps float32.
+  # (docs/architecture.md#performance-notes), so every config keeps float32.
   compute_dtype: str = "float32"
   # The official orientation branch reads detached backbone features (f_i and the joint latent;
-  # docs/ARCHITECTURE.md, "Detaches"), so the rotation loss trains only the orientation head and
+  # docs/architecture.md#where-gradients-stop), so the rotation loss trains only the orientation head and
   # the backbone learns from the 2D and mesh losses alone. False (our option, for experiments)
   # lets the rotation loss train the backbone too. Tried once on the quickstart (tiny MVR,
   # 128 px): it did not help (validation PA-VPE 32.9 mm after 200 steps, the mean mesh's level;
@@ -115,7 +115,7 @@ class SVRFields(HandNetFields):
 
 
 class MVRFields(HandNetFields):
-  """The MVR's own knobs (docs/ARCHITECTURE.md §6).
+  """The MVR's own knobs (docs/architecture.md#mvr-hand).
 
   The MVR has no attention blocks, so an ``mvr_config``'s ``attention_*`` and ``rot_*`` entries
   (the SVR's head) are unused by it; its own orientation head is H2ONet's regressor, whose

@@ -1,6 +1,6 @@
 """Export formulations: equivalent forms of model ops for converters, chosen at trace time.
 
-The default form of an op is the one tuned for XLA (training speed, docs/PERFORMANCE.md). Some of
+The default form of an op is the one tuned for XLA (training speed, docs/architecture.md#performance-notes). Some of
 those forms are poor inputs for other runtimes: converted op by op to ONNX they turn into
 thousands of nodes. Inside ``export_formulation()`` the modules trace these ops in an equivalent
 form that a converter maps onto one native operator instead; outside it nothing changes.

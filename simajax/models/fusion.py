@@ -1,4 +1,4 @@
-"""MVR-Hand's multi-view feature fusions (paper eq. 1-3; docs/ARCHITECTURE.md §6).
+"""MVR-Hand's multi-view feature fusions (paper eq. 1-3; docs/architecture.md#mvr-hand).
 
 Every function takes a per-view validity mask [B, V] and keeps invalid views out of every valid
 result: their features are zeroed in the image-level concatenation, left out of the joint-level
@@ -146,7 +146,7 @@ def vertex_fusion(f_v: Array, valid: Array) -> tuple[Array, Array]:
   Per vertex, F = the V view features [V, C]; S = softmax over key views of F F^T / sqrt(C),
   invalid views masked out as keys; view weights s_i = mean over the valid query rows of S[:, i];
   f_v^M = sum_i s_i F_i (= the view-average of the attention outputs S F, so f_v^M stays in the
-  space and scale of a single-view f_v; ARCHITECTURE.md §6 [choice]).
+  space and scale of a single-view f_v; our choice, docs/architecture.md#vertex-level-fusion-vff).
 
   Args:
     f_v: [B, V, N, C] lifted vertex features per view.

@@ -1,6 +1,6 @@
 """Building blocks of the DenseStack backbone, with PyTorch-compatible numerics and initialisers.
 
-Everything is NHWC. The official model's conventions (docs/ARCHITECTURE.md §1.1, §3, §10) that
+Everything is NHWC. The official model's conventions (docs/architecture.md#building-blocks and docs/architecture.md#initialisation) that
 Flax defaults would get wrong are reproduced explicitly:
 
 * BatchNorm: eps 1e-5, torch momentum 0.1; train mode normalises with the biased batch variance
@@ -12,7 +12,7 @@ Flax defaults would get wrong are reproduced explicitly:
 * Reorg (2x2 space-to-depth) orders output channels c*4 + dy*2 + dx (torch, channel-major).
 * Bilinear x2 up-sampling and grid sampling use align_corners=True.
 
-Speed (docs/PERFORMANCE.md): the depthwise 3x3 is nine shifted multiply-adds on a padded input
+Speed (docs/architecture.md#performance-notes): the depthwise 3x3 is nine shifted multiply-adds on a padded input
 with a hand-written VJP (XLA:CPU's grouped convolution measured 3-12x slower in the backward
 pass at the backbone's shapes), and 1x1 convolutions are plain matmuls over the channel axis.
 """

@@ -1,4 +1,4 @@
-"""2D-to-3D feature lifting (MobRecon; docs/ARCHITECTURE.md §1.3 steps 1-4).
+"""2D-to-3D feature lifting (MobRecon; docs/architecture.md#lifting).
 
 The joint-level map ``latent`` goes through ``de_layer_conv`` (plain 1x1 conv); it is sampled at
 the predicted 2D joints (grid_sample, align_corners=True) and the [J, C] joint features are

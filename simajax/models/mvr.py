@@ -1,6 +1,6 @@
-"""MVR-Hand, the multi-view teacher (paper eq. 1-3; docs/ARCHITECTURE.md §6).
+"""MVR-Hand, the multi-view teacher (paper eq. 1-3; docs/architecture.md#mvr-hand).
 
-Not released by the authors; every [choice] of ARCHITECTURE.md §6 is followed:
+Not released by the authors; every [choice] of docs/architecture.md#mvr-hand is followed:
 
 views [B, V] -> the SVR's backbone, weights shared (f_i, j, latent, uv per view)
   shape:       per-view lifting (the SVR's) -> VFF -> f_v^M [B, 49, C] -> the SVR's spiral

@@ -1,4 +1,4 @@
-"""The SVR's orientation branch (docs/ARCHITECTURE.md §1.4).
+"""The SVR's orientation branch (docs/architecture.md#orientation-branch).
 
 * ``ResidualMapping``: x + 3 x [1x1 conv with bias, BN, ReLU](x); the official
   ``shared_encoding_mapping`` (on the detached f_i, before the orientation encoder, a

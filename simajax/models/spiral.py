@@ -1,4 +1,4 @@
-"""Spiral convolution and the spiral mesh decoder ``Upsample_MV`` (docs/ARCHITECTURE.md §1.3).
+"""Spiral convolution and the spiral mesh decoder ``Upsample_MV`` (docs/architecture.md#spiral-decoder).
 
 A spiral convolution gathers each vertex's spiral neighbourhood ``x[:, spiral]`` -> [B, N, S, C],
 flattens it with feature index s * C + c and applies a Linear layer with bias (torch:

@@ -1,4 +1,4 @@
-"""SVR-Hand, the single-view reconstructor (official ``SVRHand``; docs/ARCHITECTURE.md §1).
+"""SVR-Hand, the single-view reconstructor (official ``SVRHand``; docs/architecture.md#svr-hand).
 
 image -> backbone (f_i, j_latent, latent, uv)
       -> shape branch: lifting (f_v) -> spiral decoder -> canonical vertices -> joints
@@ -6,7 +6,7 @@ image -> backbone (f_i, j_latent, latent, uv)
          f_j = mapping(stop_grad(j_latent)), OFE attention (f̂_o) -> 6D rotation
       -> rotated mesh: (stop_grad(V) - stop_grad(r)) R^T + r, r = wrist joint.
 
-Gradients are stopped exactly where the official code detaches (§1.6): the orientation branch
+Gradients are stopped exactly where the official code detaches (docs/architecture.md#where-gradients-stop): the orientation branch
 never trains the backbone, and the rotated outputs train the root position but not the rest of
 the canonical mesh.
 """
@@ -47,7 +47,7 @@ def rotate_about_wrist(verts: Array, joints: Array, rot_mat: Array) -> tuple[Arr
 
   The canonical mesh and the subtracted root are detached; the added-back root is not, so
   losses on the rotated mesh train R and the root position but not the rest of the canonical
-  shape (ARCHITECTURE §1.4 item 6, §1.6).
+  shape (docs/architecture.md#rotation-and-the-rotated-mesh and docs/architecture.md#where-gradients-stop).
 
   Args:
     verts: [B, V, 3] canonical vertices.

@@ -1,4 +1,4 @@
-"""Training-time augmentation draws and the label updates they imply (docs/ARCHITECTURE.md §7.4).
+"""Training-time augmentation draws and the label updates they imply (docs/training.md#crops-and-augmentation).
 
 Per image: a scale s = 1 + 0.25 clip(N(0,1), -1, 1); with probability 0.6 an in-plane rotation
 rot = 30 deg clip(N(0,1), -2, 2), else 0; a per-channel colour gain U(0.8, 1.2). The crop affine
@@ -6,7 +6,7 @@ rotates the image by -rot (``crop.crop_affine``); the 3D labels follow with A = 
 camera's optical axis: camera-frame points become A x, the root rotation becomes A R_root, and the
 canonical (zero-rotation) mesh does not change.
 
-Left hands are mirrored to right hands before cropping (docs/DATASETS.md §1.7), with
+Left hands are mirrored to right hands before cropping (docs/conventions.md#left-hands), with
 ``simajax.hand.mirror``: the image is flipped, u -> W - 1 - u, x -> -x in the camera frame, and
 R -> M R M with M = diag(-1, 1, 1), which is negating the y and z components of the axis-angle.
 """

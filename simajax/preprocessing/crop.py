@@ -1,6 +1,6 @@
 """Hand crops: the box around the 2D joints, the crop affine and the image warp.
 
-Reproduces H2ONet/SiMA ``common/utils/preprocessing.py`` (docs/ARCHITECTURE.md §7.4): the joints'
+Reproduces H2ONet/SiMA ``common/utils/preprocessing.py`` (docs/training.md#crops-and-augmentation): the joints'
 min/max box expanded 1.5x about its centre, clipped to the image, made square; then a similarity
 transform (scale and in-plane rotation about the box centre) to the square network input, applied
 with bilinear interpolation and a zero border. Pixel coordinates follow OpenCV: (0, 0) is the

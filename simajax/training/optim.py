@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate schedule (docs/ARCHITECTURE.md §7.2).
+"""Optimizer and learning-rate schedule (docs/training.md#optimiser-and-schedule).
 
 The official recipe is Adam (0.9, 0.999, eps 1e-8, no weight decay) at lr 1e-3 for batch 32,
 MultiStepLR x0.1 at epoch 30 of 38 stepped once per epoch, and the global gradient L2 norm clipped
