@@ -109,6 +109,22 @@ class ArgumentParser(argparse.ArgumentParser):
     raise UserError(f"{self.prog}: {message} (see --help)")
 
 
+def entry_point(body: Callable[[Sequence[str]], Optional[int]]
+                ) -> Callable[[Optional[Sequence[str]]], int]:
+  """A CLI's ``main(argv=None)``: runs ``body(argv)`` under the error convention (``run``)."""
+  def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run(body, argv)
+  main.__doc__ = ("CLI entry point (see the module docstring); a bad input prints one line, "
+                  "exit status 2.")
+  return main
+
+
+def module_parser(module: str, doc: str) -> ArgumentParser:
+  """The ``ArgumentParser`` of ``python -m <module>``, showing ``doc`` (its module docstring)."""
+  return ArgumentParser(prog=f"python -m {module}", description=doc,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def parse_absl_flags(flag_values, argv: Sequence[str]):
   """absl's flag parsing (an ``app.run`` ``flags_parser``) under the convention: a bad flag, a
   config file that does not load or an override of a field the config lacks prints one line and

@@ -24,7 +24,6 @@ CLI:
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import pathlib
 import pickle
@@ -333,14 +332,8 @@ def read_torch_extras(ckpt_dir: str | pathlib.Path
     return entries, [str(k) for k in data[_KEY_ORDER]]
 
 
-def main(argv: list[str] | None = None) -> int:
-  """CLI entry point (see the module docstring); a bad input prints one line, exit status 2."""
-  return cli.run(_main, argv)
-
-
 def _main(argv: list[str]) -> int:
-  parser = cli.ArgumentParser(prog="python -m simajax.convert", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli.module_parser("simajax.convert", __doc__)
   parser.add_argument("--torch-state-dict", required=True,
                       help="official SVRHand state_dict: .pth (needs torch) or .npz, same keys")
   parser.add_argument("--config", default="official",
@@ -367,6 +360,9 @@ def _main(argv: list[str]) -> int:
   num = sum(np.size(x) for x in jax.tree.leaves(variables["params"]))
   print(f"wrote {args.out}: {num:,} parameters ({model_config.variant} SVR)")
   return 0
+
+
+main = cli.entry_point(_main)
 
 
 if __name__ == "__main__":

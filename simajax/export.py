@@ -32,7 +32,6 @@ Library: ``inference_function``, ``export_stablehlo``, ``load_stablehlo``, ``exp
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -277,17 +276,11 @@ def write_state_dict(path: Union[str, os.PathLike], state_dict: Mapping[str, np.
   torch.save({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}, path)
 
 
-def main(argv: list[str] | None = None) -> int:
-  """CLI entry point (see the module docstring); a bad input prints one line, exit status 2."""
-  return cli.run(_main, argv)
-
-
 def _main(argv: list[str]) -> int:
   # Imported here: predict pulls in the photo and render code, which the library API needs not.
   from simajax import predict, runtime  # pylint: disable=import-outside-toplevel
 
-  parser = cli.ArgumentParser(prog="python -m simajax.export", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli.module_parser("simajax.export", __doc__)
   parser.add_argument("--checkpoint", required=True,
                       help="export dir (simajax.convert) or SVR training run dir")
   parser.add_argument("--format", required=True, choices=FORMATS)
@@ -317,6 +310,9 @@ def _main(argv: list[str]) -> int:
   if args.format == "torch" and absent:
     print("not in this checkpoint (load with strict=False): " + "; ".join(absent))
   return 0
+
+
+main = cli.entry_point(_main)
 
 
 if __name__ == "__main__":

@@ -217,17 +217,9 @@ def normal_loss(pred_verts, gt_verts, faces, mask=None):
 
 
 def edge_length_loss(pred_verts, gt_verts, faces, mask=None):
-  """Edge-length consistency L_E^c (H2ONet/MobRecon ``EdgeLengthLoss``).
-
-  Args:
-    pred_verts: [B, V, 3] predicted vertices.
-    gt_verts: [B, V, 3] ground-truth vertices.
-    faces: [F, 3] integer triangle vertex ids.
-    mask: optional per-example weights.
-
-  Returns:
-    Scalar: mean over batch, faces and edges (0-1, 0-2, 1-2) of |pred length - GT length|.
-  """
+  """Edge-length consistency L_E^c (H2ONet/MobRecon ``EdgeLengthLoss``); arguments as
+  ``normal_loss``. Returns the mean over batch, faces and edges (0-1, 0-2, 1-2) of
+  |pred length - GT length|."""
   gt_verts = zero_invalid(jnp.asarray(gt_verts), mask)
 
   def lengths(verts):

@@ -59,7 +59,6 @@ The library entry points are ``Predictor``, ``load_model``, ``predict_photos`` a
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 import sys
@@ -268,14 +267,8 @@ def predict_photos(predictor: Predictor, specs: Sequence[photo.PhotoSpec],
   return results
 
 
-def main(argv: list[str] | None = None) -> int:
-  """CLI entry point (see the module docstring); a bad input prints one line, exit status 2."""
-  return cli.run(_main, argv)
-
-
 def _main(argv: list[str]) -> int:
-  parser = cli.ArgumentParser(prog="python -m simajax.predict", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = cli.module_parser("simajax.predict", __doc__)
   parser.add_argument("--checkpoint", required=True,
                       help="export dir (simajax.convert) or training run dir")
   parser.add_argument("--step", type=int, help="checkpoint step of a training run dir")
@@ -359,6 +352,9 @@ def _main(argv: list[str]) -> int:
   print(f"wrote {args.out}: {images.shape[0]} predictions ({', '.join(OUTPUT_KEYS)}) from "
         f"{description}")
   return 0
+
+
+main = cli.entry_point(_main)
 
 
 def _predict_stream(args, model_config) -> None:

@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from simajax.render.rasterizer import Fragments, rasterize
+from simajax.render.rasterizer import Fragments, check_mesh_arrays, rasterize
 from simajax.render.shading import Light, corner_normals, shade
 
 ColorLike = Union[Sequence[float], np.ndarray]
@@ -172,15 +172,7 @@ def _concatenate(meshes, extrinsic):
     raise ValueError("render: need at least one mesh")
   vertices, faces, owner, offset = [], [], [], 0
   for i, mesh in enumerate(meshes):
-    v = np.asarray(mesh.vertices, dtype=np.float64)
-    f = np.asarray(mesh.faces)
-    if v.ndim != 2 or v.shape[1] != 3:
-      raise ValueError(f"render: meshes[{i}].vertices must be [N, 3], got {v.shape}")
-    if f.ndim != 2 or f.shape[1] != 3 or not np.issubdtype(f.dtype, np.integer):
-      raise ValueError(f"render: meshes[{i}].faces must be an integer [F, 3] array, got "
-                       f"{f.dtype} {f.shape}")
-    if f.size and (f.min() < 0 or f.max() >= len(v)):
-      raise ValueError(f"render: meshes[{i}].faces index outside [0, {len(v)})")
+    v, f = check_mesh_arrays(mesh.vertices, mesh.faces, f"render: meshes[{i}].vertices")
     if int(mesh.label) < 0:
       raise ValueError(f"render: meshes[{i}].label must be >= 0 (-1 marks background)")
     vertices.append(to_camera(v, extrinsic))
