@@ -138,28 +138,30 @@ def rasterize(vertices_cam: np.ndarray, faces: np.ndarray, K: np.ndarray, height
                    bary=bary.reshape(height, width, 3))
 
 
-def check_mesh_arrays(vertices, faces, what: str) -> tuple[np.ndarray, np.ndarray]:
+def check_mesh_arrays(vertices, faces, vertices_name: str,
+                      faces_name: str) -> tuple[np.ndarray, np.ndarray]:
   """``vertices`` as a float64 [N, 3] array and ``faces`` as an integer [F, 3] array of vertex ids
   in [0, N); the rasterizer's and the scene renderer's shared input check.
 
   Raises:
-    ValueError: starting with ``what`` (e.g. ``"rasterize: vertices_cam"``), naming the problem.
+    ValueError: naming the array (``vertices_name``, ``faces_name``: how the caller calls it).
   """
   vertices = np.asarray(vertices, dtype=np.float64)
   faces = np.asarray(faces)
   if vertices.ndim != 2 or vertices.shape[1] != 3:
-    raise ValueError(f"{what} must be [N, 3], got shape {vertices.shape}")
+    raise ValueError(f"{vertices_name} must be [N, 3], got shape {vertices.shape}")
   if faces.ndim != 2 or faces.shape[1] != 3 or not np.issubdtype(faces.dtype, np.integer):
-    raise ValueError(f"{what}: faces must be an integer [F, 3] array, got {faces.dtype} "
+    raise ValueError(f"{faces_name} must be an integer [F, 3] array, got {faces.dtype} "
                      f"{faces.shape}")
   if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
-    raise ValueError(f"{what}: face indices must lie in [0, {len(vertices)}), got "
+    raise ValueError(f"{faces_name}: face indices must lie in [0, {len(vertices)}), got "
                      f"[{faces.min()}, {faces.max()}]")
   return vertices, faces
 
 
 def _check_inputs(vertices_cam, faces, K, height, width):
-  vertices_cam, faces = check_mesh_arrays(vertices_cam, faces, "rasterize: vertices_cam")
+  vertices_cam, faces = check_mesh_arrays(vertices_cam, faces, "rasterize: vertices_cam",
+                                          "rasterize: faces")
   K = np.asarray(K, dtype=np.float64)
   if K.shape != (3, 3):
     raise ValueError(f"rasterize: K must be [3, 3], got shape {K.shape}")

@@ -172,7 +172,8 @@ def _concatenate(meshes, extrinsic):
     raise ValueError("render: need at least one mesh")
   vertices, faces, owner, offset = [], [], [], 0
   for i, mesh in enumerate(meshes):
-    v, f = check_mesh_arrays(mesh.vertices, mesh.faces, f"render: meshes[{i}].vertices")
+    v, f = check_mesh_arrays(mesh.vertices, mesh.faces, f"render: meshes[{i}].vertices",
+                             f"render: meshes[{i}].faces")
     if int(mesh.label) < 0:
       raise ValueError(f"render: meshes[{i}].label must be >= 0 (-1 marks background)")
     vertices.append(to_camera(v, extrinsic))
