@@ -87,10 +87,15 @@ def main(argv=None) -> None:
 
   model_stage = "mvr" if args.stage == "mvr" else "svr"
   multi_view = args.stage != "svr"
-  if args.config == "synthetic":
-    config = config_lib.synthetic_config(model_stage, variant=args.variant)
-  else:
-    config = config_lib.base_config(model_stage, "dexycb", variant=args.variant)
+
+  def recipe(stage):
+    """configs/<stage>_synthetic.py, or the official recipe (without the MANO hand model)."""
+    if args.config == "synthetic":
+      return config_lib.load_config(
+          config_lib.config_file(f"{stage}_synthetic.py") + f":variant={args.variant}")
+    return config_lib.base_config(stage, "dexycb", variant=args.variant)
+
+  config = recipe(model_stage)
   config.distill.enabled = args.stage == "sima"
   if args.image_size:
     config.data.image_size = config.model.input_size = args.image_size
@@ -100,9 +105,7 @@ def main(argv=None) -> None:
   tx, schedule = optim.make_optimizer(config, args.batch, steps_per_epoch=1000)
   teacher = teacher_variables = None
   if args.stage == "sima":
-    teacher_config = (config_lib.synthetic_config("mvr", variant=args.variant)
-                      if args.config == "synthetic"
-                      else config_lib.base_config("mvr", "dexycb", variant=args.variant))
+    teacher_config = recipe("mvr")
     teacher_config.model.input_size = config.model.input_size
     teacher_config.model.compute_dtype = args.compute_dtype
     teacher = model_setup.build_model(teacher_config, topology)

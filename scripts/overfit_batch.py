@@ -32,7 +32,8 @@ def main(argv=None) -> None:
   # pylint: disable=import-outside-toplevel
   from simajax import config_lib, input_pipeline, model_setup, train
   from simajax.training import optim, steps
-  config = config_lib.synthetic_config("svr", variant=args.variant)
+  config = config_lib.load_config(
+      config_lib.config_file("svr_synthetic.py") + f":variant={args.variant}")
   config.data.name, config.data.data_dir = args.dataset, args.data_dir
   config.distill.enabled = False
   config.data.mode = "single_view"

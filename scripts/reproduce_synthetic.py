@@ -92,10 +92,14 @@ def set_path(config, key: str, value) -> None:
 
 
 def method_config(method: str, args: argparse.Namespace, seed: int, teacher_dir: str):
-  """The training config of one method and seed."""
+  """The training config of one method and seed: ``configs/<stage>_synthetic.py`` with the
+  method's switches."""
   from simajax import config_lib  # pylint: disable=import-outside-toplevel
   stage = "mvr" if method == "mvr" else "svr"
-  config = config_lib.synthetic_config(stage, variant=args.variant)
+  # The recipe of configs/<stage>_synthetic.py (which says why each value), then this
+  # experiment's data, seed and step budget.
+  config = config_lib.load_config(
+      config_lib.config_file(f"{stage}_synthetic.py") + f":variant={args.variant}")
   config.seed = seed
   config.data.name = args.dataset
   config.data.data_dir = args.data_dir

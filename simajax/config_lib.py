@@ -1,7 +1,15 @@
-"""The base training config shared by every ``configs/<stage>_<dataset>.py`` file.
+"""What every ``configs/<stage>_<dataset>.py`` file shares, and the helpers that read one.
 
-Config files stay short: they call ``base_config(stage, dataset)`` and change what differs. The
-base lives in the package (not in ``configs/``) so configs work from any working directory.
+Each config file is the whole recipe of its experiment (big_vision style): its header gives the
+command, the hardware and the measured wall time, and its ``get_config(arg)`` states every value
+that is a choice of the recipe (model size, batch, learning rate, schedule, loss and distillation
+weights, initialisation) with the reason where it departs from the paper. ``base_config`` holds
+the rest, the blocks every run shares (data pipeline, optimiser internals, logging, checkpoints,
+mesh, distributed), with the official recipe's values as defaults for the scripts and tests that
+build a config without a file. ``parse_arg`` reads a file's path argument
+(``configs/svr_synthetic.py:variant=tiny,runlocal``), ``apply_args`` applies the run-size
+arguments every file shares (``steps``, ``runlocal``), ``load_config`` reads a file or a saved
+``config.json`` and ``config_file`` finds the repository's ``configs/`` folder.
 
 Precedence of the initial weights, in ``simajax.train``:
   1. resume: the latest checkpoint in ``<workdir>/checkpoints`` (always, when one exists);
@@ -16,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from typing import Optional
 
 import ml_collections
 
@@ -34,7 +43,10 @@ DATASETS = {
 
 def base_config(stage: str, dataset: str = "synthetic",
                 variant: str = "official") -> ml_collections.ConfigDict:
-  """The defaults for one stage on one dataset.
+  """The shared blocks of one stage on one dataset, with the official recipe's values.
+
+  The config files restate the recipe's values they depend on (``configs/``); the values here
+  are what a config built without a file (the scripts, the tests) gets.
 
   Args:
     stage: 'mvr' (stage 1: the multi-view teacher) or 'svr' (stage 2: the single-view model,
@@ -55,7 +67,7 @@ def base_config(stage: str, dataset: str = "synthetic",
   c.data.data_dir = "data/tfds"  # relative to the working directory; gitignored
   c.data.manual_dir = ml_collections.config_dict.placeholder(str)  # Dex-YCB / HanCo downloads
   c.data.train_split = "train"
-  c.data.eval_split = "validation"
+  c.data.eval_split = "test" if dataset == "hanco" else "validation"  # HanCo has no validation
   c.data.test_split = "test"
   c.data.image_size = 128
   c.data.num_workers = 0  # grain worker processes; 0 decodes in threads of the trainer process
@@ -86,6 +98,11 @@ def base_config(stage: str, dataset: str = "synthetic",
   c.data.mode = "multi_view"
   c.total_epochs = 38.0
   c.total_steps = ml_collections.config_dict.placeholder(int)
+  # Images per evaluation batch: in-training validation, and scoring a run
+  # (training.evaluation.evaluate_run: `simajax.evaluate --checkpoint` without --batch-size, the
+  # quickstart, the reproduction script). None: batch_size. A multiple of 8 for the MVR, whose
+  # evaluation reads whole 8-view frames.
+  c.eval_batch_size = ml_collections.config_dict.placeholder(int)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.base_lr = 1e-3
@@ -103,7 +120,7 @@ def base_config(stage: str, dataset: str = "synthetic",
   c.optim.warmup_steps = ml_collections.config_dict.placeholder(int)
   c.optim.warmup_epochs = ml_collections.config_dict.placeholder(float)
   # Per-parameter update scales, {glob over 'module/.../param' names: factor} (0 freezes);
-  # none in the official recipe. See synthetic_config for why the CPU configs use one.
+  # none in the official recipe. configs/*_synthetic.py say why the CPU configs use one.
   c.optim.lr_multipliers = {}
 
   # Loss weights (simajax.losses.LossWeights): official defaults, normal x0.1, others 1.
@@ -154,31 +171,6 @@ def base_config(stage: str, dataset: str = "synthetic",
   return c
 
 
-# The main job's step budgets (python -m simajax.quickstart): the whole command (data build,
-# both stages with their compilations, evaluation) took 11.3 minutes with them on 2 idle CPU
-# cores, within the 15-minute goal; 250 steps per stage did not learn more on today's code
-# (BENCHMARKS.md, "Main job" and "Learning at CPU budgets").
-QUICKSTART_STEPS = {"mvr": 150, "svr": 150}
-
-
-def quickstart_config(stage: str, variant: str = "tiny") -> ml_collections.ConfigDict:
-  """The main job's recipe: ``synthetic_config`` with a fixed step budget, on the `tiny` model.
-
-  Args:
-    stage: 'mvr' or 'svr'.
-    variant: the model size; `tiny` by default: `small` takes ~8x longer per step on a CPU and
-      learns less within the budget (BENCHMARKS.md, "Learning at CPU budgets").
-  """
-  c = synthetic_config(stage, variant=variant)
-  c.total_epochs, c.total_steps = None, QUICKSTART_STEPS[stage]
-  c.optim.decay_epochs = []  # one constant rate: the budget is a fraction of one decay period
-  # Validation every 50 steps draws the learning curves (results/learning_curves.png); the
-  # validation split is small, so this costs a few seconds per point.
-  c.eval_every_steps = 50
-  c.checkpoint.every_steps = 100
-  return c
-
-
 def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks a config for a smoke run on a laptop: tiny model and data, a few steps."""
   tiny = mvr_config("tiny") if c.stage == "mvr" else svr_config("tiny")
@@ -196,31 +188,120 @@ def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
-CONFIG_ARGS = ("runlocal",)
+def apply_fixed_budget(c: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
+  """Trains for ``steps`` steps at one constant rate instead of the epoch schedule.
+
+  The budget is then a fraction of one decay period, so the decay is dropped; validation every
+  50 steps draws the learning curves (the validation splits of the synthetic data are small, so
+  a point costs a few seconds), a checkpoint every 100. The quickstart's budget
+  (``configs/*_synthetic.py:steps=150``).
+  """
+  c.total_epochs, c.total_steps = None, steps
+  c.optim.decay_epochs = []
+  c.eval_every_steps = 50
+  c.checkpoint.every_steps = 100
+  return c
 
 
-def apply_arg(c: ml_collections.ConfigDict, arg) -> ml_collections.ConfigDict:
-  """Applies a config file's path argument (``configs/x.py:<arg>``): none, or 'runlocal'.
+# The path arguments every config file takes, besides its own (``parse_arg`` specs).
+RUN_SIZE_ARGS = {"steps": 0, "runlocal": False}
+
+
+def apply_args(c: ml_collections.ConfigDict, arg: ml_collections.ConfigDict
+               ) -> ml_collections.ConfigDict:
+  """Applies the run-size arguments of ``RUN_SIZE_ARGS``: ``steps=N`` (N > 0), a fixed budget
+  (``apply_fixed_budget``); ``runlocal``, a smoke run (``apply_runlocal``, after ``steps``)."""
+  if arg.steps < 0:
+    raise UserError(f"config argument steps={arg.steps}: expected >= 0 (0: the epoch schedule)")
+  if arg.steps:
+    apply_fixed_budget(c, arg.steps)
+  if arg.runlocal:
+    apply_runlocal(c)
+  return c
+
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _parse_value(key: str, typ: type, text: str):
+  """``text`` as a ``typ`` (bool, int, float or str); a UserError naming ``key`` otherwise."""
+  if typ is bool:
+    if text.lower() in _TRUE + _FALSE:
+      return text.lower() in _TRUE
+    raise UserError(f"config argument {key}={text!r}: expected true or false (or a bare "
+                    f"'{key}' for true)")
+  try:
+    return typ(text)
+  except ValueError:
+    raise UserError(f"config argument {key}={text!r}: expected {typ.__name__}") from None
+
+
+def parse_arg(arg: Optional[str], **spec) -> ml_collections.ConfigDict:
+  """A config file's path argument (``configs/x.py:<arg>``) as typed fields, like big_vision's
+  ``configs/common.py:parse_arg``.
+
+  ``arg`` is ``'key=value,flag,...'``: ``key=value`` sets a field, a bare ``flag`` sets a boolean
+  field to true (so ``:runlocal`` reads as ``runlocal=true``); absent keys keep their default.
+  ``spec`` names every allowed key with its default, whose type converts the value (bool: true /
+  false / 1 / 0 / yes / no); a ``(type, default)`` pair types a default of None.
+
+  Example: ``parse_arg('variant=tiny,runlocal', variant='small', runlocal=False, steps=0)`` is
+  ``{'variant': 'tiny', 'runlocal': True, 'steps': 0}``.
 
   Raises:
-    UserError: for any other argument (a typo would otherwise run the full config).
+    UserError: for a key not in ``spec`` (naming it and the allowed ones), a bare word for a
+      key that is not boolean, or a value its type does not parse.
   """
-  if arg in (None, ""):
-    return c
-  if arg not in CONFIG_ARGS:
-    raise UserError(f"unknown config argument {arg!r}: append ':runlocal' to the config path "
-                    "for a smoke run, or nothing")
-  return apply_runlocal(c)
+  types = {k: v if isinstance(v, tuple) else (type(v), v) for k, v in spec.items()}
+  values = {k: default for k, (_, default) in types.items()}
+  for item in (arg or "").split(","):
+    key, has_value, text = (part.strip() for part in item.partition("="))
+    if not key and not has_value:
+      continue  # '' or a stray comma
+    if key not in types:
+      raise UserError(f"unknown config argument {key!r}; allowed: {', '.join(types)} (e.g. "
+                      "':runlocal' for a smoke run, ':key=value,flag')")
+    typ = types[key][0]
+    if not has_value and typ is not bool:
+      raise UserError(f"config argument {key!r} needs a value ({key}=...)")
+    values[key] = _parse_value(key, typ, text) if has_value else True
+  return ml_collections.ConfigDict(values, type_safe=False)
+
+
+# The repository checkout's configs/ folder: next to the simajax package (an editable install,
+# `pip install -e .`, imports the package from the checkout). A wheel installs the package only.
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def config_file(name: str) -> str:
+  """The path of ``configs/<name>`` in the repository checkout simajax is imported from.
+
+  Raises:
+    FileNotFoundError: when that checkout has no such file (e.g. simajax installed from a wheel,
+      which does not hold the configs).
+  """
+  path = os.path.join(CONFIG_DIR, name)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config file {path} not found: the configs/ folder ships with the "
+                            "repository, not the package; install simajax from a checkout with "
+                            "`pip install -e .`")
+  return path
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
   """Reads a config: a saved run's ``config.json``, or a config file ``path.py[:arg]``.
 
+  A relative ``configs/...`` path that does not exist from the working directory is read from
+  the repository's ``configs/`` folder (``config_file``).
+
   Raises:
     FileNotFoundError: naming the missing file.
-    ValueError: for a ``.py`` file without ``get_config``.
+    UserError: for a ``.py`` file without ``get_config``, or a bad argument.
   """
   path, _, arg = spec.partition(":")
+  if (not os.path.exists(path) and not os.path.isabs(path)
+      and os.path.normpath(path).split(os.sep)[0] == "configs"):
+    path = config_file(os.path.relpath(path, "configs"))
   if not os.path.exists(path):
     raise FileNotFoundError(f"config file {path} not found")
   if path.endswith(".json"):
@@ -253,36 +334,3 @@ def input_config(config: ml_collections.ConfigDict, split: str, mode: str, augme
       image_size=config.data.image_size, seed=config.seed, augment=augment,
       num_workers=config.data.num_workers, num_threads=config.data.num_threads,
       prefetch=config.data.prefetch)
-
-
-def synthetic_config(stage: str, variant: str = "small") -> ml_collections.ConfigDict:
-  """The defaults of both stages on the built-in synthetic hands (``configs/*_synthetic.py``
-  and the quickstart), sized for a 2-core CPU.
-
-  The `small` model: the official one learns too slowly within a CPU budget (BENCHMARKS.md).
-  """
-  c = base_config(stage, "synthetic", variant=variant)
-  # Keep the joint regressor at its MANO init: trained with Adam from scratch it drifts by
-  # centimetres per step, and after 150 steps the MVR's joints were ~0.6 m off (JPE 658 mm) while
-  # its mesh had not learned at all; frozen, the canonical mesh error falls from the first steps
-  # (BENCHMARKS.md, "Learning at CPU budgets").
-  c.model.train_joint_regressor = False
-  # The lifting matrix starts at 0.01 everywhere, and Adam moves each entry by ~lr (1e-3) per step
-  # whatever its gradient's size; f_v, and through the unnormalised decoder the whole mesh,
-  # scale with it. At the full rate it drifted 3x in 50 steps and the mesh blew up to metres
-  # mid-run (BENCHMARKS.md, "Learning at CPU budgets"); a tenth of the rate kept it stable.
-  c.optim.lr_multipliers = {"*lifting/upsample": 0.1}
-  if stage == "svr":
-    # The paper starts the SVR from a pre-trained feature encoder (MobRecon's). Here the MVR
-    # teacher, trained on the same frames, plays that role: its backbone and shape branch have
-    # the SVR's shapes, and L_SE pulls the student's f_v towards the f_v^M its decoder reads.
-    # From scratch, the SiMA-SVR's PA-VPE after 150 steps was 31.9 mm (mean mesh: 32.3); from
-    # the backbone alone 34.3; from these three modules 20.9 (BENCHMARKS.md). Applies when
-    # init_from names the MVR run (the quickstart and the reproduction script set it).
-    c.init_from_modules = ["backbone", "lifting", "decoder3d"]
-  c.total_epochs = 12.0
-  c.optim.decay_epochs = [9]
-  c.log_every_steps = 20
-  c.eval_every_steps = 500
-  c.checkpoint.every_steps = 200
-  return c

@@ -4,9 +4,9 @@ r"""The whole method end to end on the built-in synthetic hands (the README's ma
 
 1. builds ``synthetic_hands/small`` when missing (8-view frames with object occlusion);
 2. trains the multi-view teacher (MVR, stage 1) and then the single-view model with SiMA
-   distillation from the frozen teacher (SVR, stage 2), with the main job's recipe
-   (``simajax.config_lib.quickstart_config``: ``configs/*_synthetic.py``'s settings, a fixed step
-   budget);
+   distillation from the frozen teacher (SVR, stage 2), with the recipes of
+   ``configs/mvr_synthetic.py`` and ``configs/svr_synthetic.py`` on the `tiny` model and a fixed
+   step budget (``:variant=tiny,steps=150``; ``QUICKSTART_STEPS``);
 3. scores both on the test split with the paper's protocol, next to the trivial baseline that
    predicts the mean root-relative training mesh for every image, and prints the table;
 4. draws the validation learning curves of both stages with the mean mesh's level
@@ -15,6 +15,9 @@ r"""The whole method end to end on the built-in synthetic hands (the README's ma
 
 Each stage resumes from its workdir when the command is run again, so an interrupted quickstart
 continues where it stopped.
+
+The config files live in the repository's ``configs/`` folder, which ``pip install -e .`` leaves
+in place next to the package (``simajax.config_lib.config_file``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,13 @@ from simajax.training import evaluation, logs, run_dir
 DATASET = "synthetic_hands/small"
 TABLE_METRICS = (("jpe", "JPE"), ("vpe", "VPE"), ("pa_jpe", "PA-JPE"), ("pa_vpe", "PA-VPE"),
                  ("pa_f5", "PA-F@5"))
+
+# The main job's step budgets (the configs' ``steps`` argument), on the `tiny` model (`small`
+# takes ~8x longer per step on a CPU and learns less within the budget): the whole command (data
+# build, both stages with their compilations, evaluation) took 11.3 minutes with them on 2 idle
+# CPU cores, within the 15-minute goal; 250 steps per stage did not learn more on today's code
+# (BENCHMARKS.md, "Main job" and "Learning at CPU budgets").
+QUICKSTART_STEPS = {"mvr": 150, "svr": 150}
 
 
 def _split_targets(config, split: str) -> dict[str, np.ndarray]:
@@ -129,12 +139,37 @@ def format_table(rows: dict[str, dict]) -> str:
 STAGE_NAMES = {"mvr": "MVR teacher (8 views)", "svr": "SiMA-SVR (1 view)"}
 
 
+def stage_config(stage: str, workdir: str, data_dir: str, *, variant: str = "tiny",
+                 steps: Optional[int] = None):
+  """The config of one stage: ``configs/<stage>_synthetic.py:variant=<variant>,steps=<budget>``
+  with the data in ``data_dir`` (built beforehand) and, for the SVR, the teacher and the
+  pre-trained modules from ``<workdir>/mvr``.
+
+  ``steps``: None keeps ``QUICKSTART_STEPS``; 0 runs the config's epoch schedule, with the
+  quickstart's validation and checkpoint cadence; else that many steps.
+  """
+  path = config_lib.config_file(f"{stage}_synthetic.py")
+  config = config_lib.load_config(f"{path}:variant={variant},steps={QUICKSTART_STEPS[stage]}")
+  config.data.data_dir = data_dir
+  config.data.build_if_missing = False
+  if steps == 0:  # the config file's schedule
+    schedule = config_lib.load_config(f"{path}:variant={variant}")
+    config.total_epochs, config.total_steps = schedule.total_epochs, None
+    config.optim.decay_epochs = schedule.optim.decay_epochs
+  elif steps is not None:
+    config.total_steps = steps
+  if stage == "svr":
+    config.distill.teacher_checkpoint = os.path.join(workdir, "mvr")
+    config.init_from = os.path.join(workdir, "mvr")  # pre-trained modules: init_from_modules
+  return config
+
+
 def run(workdir: str, data_dir: str, *, variant: str = "tiny", mvr_steps: Optional[int] = None,
         svr_steps: Optional[int] = None, examples: int = 4) -> dict:
   """Runs the quickstart; returns {method: results dict} on the test split.
 
-  ``mvr_steps`` / ``svr_steps``: None keeps ``quickstart_config``'s budget; 0 runs the
-  config's epoch schedule (``configs/*_synthetic.py``).
+  ``mvr_steps`` / ``svr_steps``: None keeps ``QUICKSTART_STEPS``; 0 runs the config's epoch
+  schedule (``configs/*_synthetic.py``).
   """
   workdir = os.path.abspath(workdir)
   timings = {}
@@ -145,19 +180,7 @@ def run(workdir: str, data_dir: str, *, variant: str = "tiny", mvr_steps: Option
 
   configs = {}
   for stage, steps in (("mvr", mvr_steps), ("svr", svr_steps)):
-    config = config_lib.quickstart_config(stage, variant=variant)
-    config.data.data_dir = data_dir
-    config.data.build_if_missing = False
-    if steps == 0:  # the config file's schedule
-      schedule = config_lib.synthetic_config(stage, variant=variant)
-      config.total_epochs, config.total_steps = schedule.total_epochs, None
-      config.optim.decay_epochs = schedule.optim.decay_epochs
-    elif steps is not None:
-      config.total_steps = steps
-    if stage == "svr":
-      config.distill.teacher_checkpoint = os.path.join(workdir, "mvr")
-      config.init_from = os.path.join(workdir, "mvr")  # pre-trained modules: init_from_modules
-    configs[stage] = config
+    config = configs[stage] = stage_config(stage, workdir, data_dir, variant=variant, steps=steps)
     t = time.perf_counter()
     train.train_and_evaluate(config, os.path.join(workdir, stage))
     timings[stage] = time.perf_counter() - t
@@ -211,14 +234,14 @@ def _main(argv: Sequence[str]) -> int:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", default="runs/quickstart")
   parser.add_argument("--data-dir", default="data/tfds")
-  # The recipe (model size, step budgets and why) is simajax.config_lib.quickstart_config.
+  # The recipes are configs/*_synthetic.py; the step budgets and why: QUICKSTART_STEPS.
   parser.add_argument("--variant", default="tiny", choices=("official", "small", "tiny"))
   parser.add_argument("--mvr-steps", type=int, default=None,
                       help="MVR training steps (default: "
-                      f"{config_lib.QUICKSTART_STEPS['mvr']}; 0: the config's 12 epochs)")
+                      f"{QUICKSTART_STEPS['mvr']}; 0: the config's 12 epochs)")
   parser.add_argument("--svr-steps", type=int, default=None,
                       help="SVR training steps (default: "
-                      f"{config_lib.QUICKSTART_STEPS['svr']}; 0: the config's 12 epochs)")
+                      f"{QUICKSTART_STEPS['svr']}; 0: the config's 12 epochs)")
   parser.add_argument("--examples", type=int, default=4, help="example meshes/overlays to write")
   args = parser.parse_args(argv)
   for flag in ("mvr_steps", "svr_steps", "examples"):

@@ -6,7 +6,8 @@ r"""Trains either stage of SiMA-Hand.
 
 Stage 1 (``stage='mvr'``) trains the multi-view teacher; stage 2 (``stage='svr'``) trains the
 single-view model, with SiMA distillation from the frozen teacher unless ``distill.enabled`` is
-False (the plain SVR baseline). Append ``:runlocal`` to the config path for a smoke run.
+False (the plain SVR baseline). Append ``:runlocal`` to the config path for a smoke run (the
+arguments of a config file: its docstring and ``config_lib.parse_arg``).
 
 The trainer reads top to bottom: distributed setup and logging -> data -> model and topology ->
 optimizer and sharded state -> teacher -> restore (resume > init_from > scratch) -> steps -> loop.
@@ -110,6 +111,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       config_lib.input_config(config, config.data.train_split, config.data.mode, True,
                               config.batch_size))
   eval_mode = "multi_view" if stage == "mvr" else "single_view"
+  # Validation batches: config.eval_batch_size, else the training batch (.get: a config.json
+  # saved before eval_batch_size was a field has none).
   eval_batch = config.get("eval_batch_size") or config.batch_size
   eval_data = input_pipeline.eval_iterable(
       config_lib.input_config(config, config.data.eval_split, eval_mode, False, eval_batch))

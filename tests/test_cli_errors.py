@@ -91,8 +91,9 @@ def test_open_npz_and_summaries(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--config=configs/svr_synthetic.py:runlokal"],
-     "flag --config=configs/svr_synthetic.py:runlokal: unknown config argument 'runlokal': append "
-     "':runlocal' to the config path for a smoke run, or nothing (see --helpfull)"),
+     "flag --config=configs/svr_synthetic.py:runlokal: unknown config argument 'runlokal'; "
+     "allowed: variant, steps, runlocal (e.g. ':runlocal' for a smoke run, ':key=value,flag') "
+     "(see --helpfull)"),
     (["--config=configs/svr_synthetic.py"],
      "flag --workdir=None: Flag --workdir must have a value other than None. (see --helpfull)"),
 ], ids=["unknown_config_arg", "no_workdir"])

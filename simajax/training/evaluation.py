@@ -49,7 +49,7 @@ def evaluate_run(run_dir: str, *, config_spec: Optional[str] = None, step: Optio
     step: checkpoint step; default the best by the run's ``checkpoint.best_metric``, else latest
       (a damaged one is skipped with a warning; see ``checkpointing.restore_params``).
     split: default ``config.data.test_split``.
-    batch_size: images per batch (default ``config.batch_size``).
+    batch_size: images per batch (default ``config.eval_batch_size``, else ``batch_size``).
     data_dir: overrides ``config.data.data_dir``.
     mesh: device mesh (default: all devices on the data axis).
 
@@ -69,6 +69,7 @@ def evaluate_run(run_dir: str, *, config_spec: Optional[str] = None, step: Optio
   variables = jax.device_put(run.variables, sharding.replicated(mesh))
   mode = "multi_view" if config.stage == "mvr" else "single_view"
   data_size = mesh.shape[sharding.DATA_AXIS]
+  # .get: a config.json saved before eval_batch_size was a field has none.
   batch = batch_size or config.get("eval_batch_size") or config.batch_size
   eval_step = jax.jit(steps.make_eval_step(stage=config.stage, model=model,
                                            multi_view=mode == "multi_view",
