@@ -138,7 +138,7 @@ def _jitted_forward():
 
 
 def mesh_in_camera(verts_canonical: np.ndarray, joints_canonical: np.ndarray,
-                   global_rot: np.ndarray, wrist_cam: np.ndarray, side: str) -> np.ndarray:
+                   global_rot: np.ndarray, wrist_camera: np.ndarray, side: str) -> np.ndarray:
   """The original-side camera-frame mesh, root-aligned to the annotated wrist.
 
   For a right hand ``R (V0 - J0) + wrist``. A left hand's canonical mesh is the mirror image of
@@ -149,7 +149,7 @@ def mesh_in_camera(verts_canonical: np.ndarray, joints_canonical: np.ndarray,
     verts_canonical: [V, 3] schema canonical mesh.
     joints_canonical: [21, 3] its joints.
     global_rot: [3, 3] original-side root rotation in the camera.
-    wrist_cam: [3] annotated camera-frame wrist.
+    wrist_camera: [3] annotated camera-frame wrist.
     side: 'right' or 'left'.
 
   Returns:
@@ -159,7 +159,7 @@ def mesh_in_camera(verts_canonical: np.ndarray, joints_canonical: np.ndarray,
   joints = np.asarray(joints_canonical, np.float64)
   if side == "left":
     verts, joints = mirror.mirror_points(verts), mirror.mirror_points(joints)
-  return schema.derive_verts_cam(verts, joints, global_rot, wrist_cam)
+  return schema.derive_verts_camera(verts, joints, global_rot, wrist_camera)
 
 
 def move_trans(trans: np.ndarray, rest_wrist: np.ndarray, transform: np.ndarray) -> np.ndarray:

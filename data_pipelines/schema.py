@@ -60,7 +60,7 @@ exactly from the per-frame canonical mesh, the per-view ``global_rot`` and the c
 (the formula at ``global_rot`` above, which is how MANO applies the root rotation). This keeps an
 example small (one mesh per frame instead of eight) and identical for all three datasets. Builders
 of real datasets fill the canonical mesh from the user's hand model at build time (``has_mesh``),
-never shipping it; ``derive_verts_cam`` is the one implementation of the formula.
+never shipping it; ``derive_verts_camera`` is the one implementation of the formula.
 """
 
 from __future__ import annotations
@@ -172,21 +172,21 @@ def _check_arrays(group, spec, lead, where):
       raise ValueError(f"{where}: field '{name}' has non-finite values")
 
 
-def derive_verts_cam(verts_canonical: np.ndarray, joints_canonical: np.ndarray,
-                     global_rot: np.ndarray, wrist_cam: np.ndarray) -> np.ndarray:
-  """Camera-frame mesh from the canonical mesh: R (V0 - J0) + wrist_cam.
+def derive_verts_camera(verts_canonical: np.ndarray, joints_canonical: np.ndarray,
+                        global_rot: np.ndarray, wrist_camera: np.ndarray) -> np.ndarray:
+  """Camera-frame mesh from the canonical mesh: R (V0 - J0) + wrist_camera.
 
   Args:
     verts_canonical: [..., N, 3] zero-global-rotation mesh in the hand model frame.
     joints_canonical: [..., 21, 3] its joints (joint 0 = the wrist J0).
     global_rot: [..., 3, 3] root rotation in the camera.
-    wrist_cam: [..., 3] camera-frame wrist (``joints_cam[..., 0, :]``).
+    wrist_camera: [..., 3] camera-frame wrist (``joints_cam[..., 0, :]``).
 
   Returns:
     [..., N, 3] vertices in the camera frame.
   """
   root = joints_canonical[..., 0:1, :]
-  return (verts_canonical - root) @ np.swapaxes(global_rot, -1, -2) + wrist_cam[..., None, :]
+  return (verts_canonical - root) @ np.swapaxes(global_rot, -1, -2) + wrist_camera[..., None, :]
 
 
 def encode_image(image: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:

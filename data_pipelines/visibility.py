@@ -13,7 +13,7 @@ from data_pipelines.files import DatasetFormatError
 from simajax.render import rasterizer
 
 
-def visibility_ratio(hand_pixels: np.ndarray, verts_cam: np.ndarray, faces: np.ndarray,
+def visibility_ratio(hand_pixels: np.ndarray, verts_camera: np.ndarray, faces: np.ndarray,
                      K: np.ndarray, where: str = "view") -> float:
   """H2ONet's visible ratio: hand pixels / rendered-silhouette pixels, whole image (docs/conventions.md#occlusion-label).
 
@@ -23,7 +23,7 @@ def visibility_ratio(hand_pixels: np.ndarray, verts_cam: np.ndarray, faces: np.n
 
   Args:
     hand_pixels: bool [H, W] visible hand pixels (Dex-YCB seg == 255, HanCo mask_hand).
-    verts_cam: [V, 3] the unoccluded hand mesh in the camera frame.
+    verts_camera: [V, 3] the unoccluded hand mesh in the camera frame.
     faces: [F, 3] its triangles.
     K: [3, 3] intrinsics of the image.
     where: the view, for the error message (e.g. its frame key and camera).
@@ -35,7 +35,7 @@ def visibility_ratio(hand_pixels: np.ndarray, verts_cam: np.ndarray, faces: np.n
     DatasetFormatError: naming ``where`` when the ratio exceeds 1.
   """
   height, width = hand_pixels.shape
-  rendered = rasterizer.rasterize(verts_cam, faces, K, height, width).mask
+  rendered = rasterizer.rasterize(verts_camera, faces, K, height, width).mask
   covered = int(rendered.sum())
   if covered == 0:
     return schema.UNKNOWN_VIS_RATIO

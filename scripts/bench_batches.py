@@ -33,8 +33,8 @@ def random_batch(topology: MeshTopology, batch_images: int, image_size: int, *,
 
   Returns:
     ``image``, ``mask`` (float32), ``has_mesh`` and, in multi-view mode, ``view_valid``, and the
-    labels ``verts_canonical``, ``joints_canonical``, ``verts_cam``, ``joints_cam``,
-    ``joints_img`` and ``glob_rot_mat``, all float32 except the boolean masks.
+    labels ``verts_canonical``, ``joints_canonical``, ``verts_rotated``, ``joints_rotated``,
+    ``joints_2d`` and ``rotation``, all float32 except the boolean masks.
 
   Raises:
     ValueError: for a multi-view batch that is not a whole number of frames, or a topology
@@ -56,10 +56,10 @@ def random_batch(topology: MeshTopology, batch_images: int, image_size: int, *,
       "has_mesh": np.ones(lead, bool),
       "verts_canonical": rng.normal(0, 0.05, lead + (v, 3)),
       "joints_canonical": rng.normal(0, 0.05, lead + (j, 3)),
-      "verts_cam": rng.normal(0, 0.05, lead + (v, 3)),
-      "joints_cam": rng.normal(0, 0.05, lead + (j, 3)),
-      "joints_img": rng.random(lead + (j, 2)),
-      "glob_rot_mat": np.asarray(geometry.axis_angle_to_matrix(rng.normal(0, 1, lead + (3,)))),
+      "verts_rotated": rng.normal(0, 0.05, lead + (v, 3)),
+      "joints_rotated": rng.normal(0, 0.05, lead + (j, 3)),
+      "joints_2d": rng.random(lead + (j, 2)),
+      "rotation": np.asarray(geometry.axis_angle_to_matrix(rng.normal(0, 1, lead + (3,)))),
   }
   if multi_view:
     batch["view_valid"] = np.ones(lead, bool)

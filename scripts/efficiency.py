@@ -156,12 +156,12 @@ def svr_train_step_bench(model, variables, batch: int, args, dtype) -> dict[str,
   rng = np.random.default_rng(3)
   num_joints = model.joint_regressor.shape[0]
   num_verts = model.joint_regressor.shape[1]
-  gt = {"verts3d_wo_gr": rng.normal(0, 0.05, (batch, num_verts, 3)),
-        "joints3d_wo_gr": rng.normal(0, 0.05, (batch, num_joints, 3)),
-        "verts3d_w_gr": rng.normal(0, 0.05, (batch, num_verts, 3)),
-        "joints3d_w_gr": rng.normal(0, 0.05, (batch, num_joints, 3)),
-        "joints_img": rng.random((batch, num_joints, 2)),
-        "glob_rot_mat": geometry.axis_angle_to_matrix(rng.normal(0, 1, (batch, 3)))}
+  gt = {"verts_canonical": rng.normal(0, 0.05, (batch, num_verts, 3)),
+        "joints_canonical": rng.normal(0, 0.05, (batch, num_joints, 3)),
+        "verts_rotated": rng.normal(0, 0.05, (batch, num_verts, 3)),
+        "joints_rotated": rng.normal(0, 0.05, (batch, num_joints, 3)),
+        "joints_2d": rng.random((batch, num_joints, 2)),
+        "rotation": geometry.axis_angle_to_matrix(rng.normal(0, 1, (batch, 3)))}
   gt = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), gt)
   tx = optax.adam(1e-3)
 
@@ -169,8 +169,8 @@ def svr_train_step_bench(model, variables, batch: int, args, dtype) -> dict[str,
     (out, _), updates = model.apply({"params": params, "batch_stats": stats}, images, train=True,
                                     mutable=["batch_stats"], rngs={"dropout": key})
     loss = sum(jnp.mean(jnp.abs(out[k].astype(jnp.float32) - gt[k]))
-               for k in gt if k != "glob_rot_mat")
-    loss += jnp.mean(jnp.square(out["glob_rot_mat"].astype(jnp.float32) - gt["glob_rot_mat"]))
+               for k in gt if k != "rotation")
+    loss += jnp.mean(jnp.square(out["rotation"].astype(jnp.float32) - gt["rotation"]))
     return loss, updates["batch_stats"]
 
   def train_step(state):
@@ -266,8 +266,8 @@ def profile_svr(model, variables, batch: int, args, dtype) -> dict[str, Any]:
   # Each block, fed the full model's intermediates, must give the full model's results.
   chained = {"uv_raw": block_outputs["backbone"].uv,
              "orientation_feature_f_o": block_outputs["orientation_encoder"][0],
-             "glob_rot6d": block_outputs["orientation_head"][0],
-             "verts3d_wo_gr": block_outputs["shape_branch"][0]}
+             "rotation_6d": block_outputs["orientation_head"][0],
+             "verts_canonical": block_outputs["shape_branch"][0]}
   reference = {**mids, **full}
   result["chain_max_abs_diff"] = {k: float(jnp.max(jnp.abs(v - reference[k])))
                                   for k, v in chained.items()}

@@ -55,13 +55,13 @@ def crop_tile(record, view: int, rng: np.random.Generator, size: int = 128) -> n
   """The augmented training crop of a view with its 2D targets and projected GT mesh."""
   item = sample.process_view(record, view, size, augment.draw(rng))
   image = np.round(item["image"] * 255).astype(np.uint8)
-  uvw = item["verts_in_camera"] @ item["K_crop"].T
+  uvw = item["verts_camera"] @ item["K_crop"].T
   verts_uv = uvw[:, :2] / uvw[:, 2:]
   canvas = Image.fromarray(image)
   pen = ImageDraw.Draw(canvas)
   for u, v in verts_uv[::3]:
     pen.point((float(u), float(v)), fill=(0, 255, 255))
-  image = draw.draw_keypoints(np.asarray(canvas), item["joints_img"] * size, draw.HAND_PARENTS,
+  image = draw.draw_keypoints(np.asarray(canvas), item["joints_2d"] * size, draw.HAND_PARENTS,
                               color=draw.HAND_COLORS, radius=1.5, line_width=1)
   return image
 

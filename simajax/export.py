@@ -9,10 +9,12 @@ CKPT is an export directory (``simajax.convert``) or a training run directory, a
 
 * ``stablehlo``: a serialized ``jax.export`` artefact of the SVR inference function (eval mode,
   float32, the weights baked in as constants): images [B, S, S, 3] float32 RGB in [0, 1] ->
-  ``OUTPUT_KEYS`` (vertices and joints with and without the global rotation, 2D joints, the 6D
-  rotation and its matrix; meanings in ``simajax.predict``). It is lowered for the platform JAX
-  runs on here (CPU unless an accelerator is present). ``load_stablehlo(FILE)`` runs it with
-  jax alone, without simajax's model code.
+  ``OUTPUT_KEYS`` (``verts_canonical``, ``joints_canonical``, ``verts_rotated``,
+  ``joints_rotated``, ``joints_2d``, ``rotation_6d``, ``rotation``: vertices and joints without and
+  with the global rotation, 2D joints, the 6D rotation and its matrix; meanings in
+  ``simajax.predict``). It is lowered for the platform JAX runs on here (CPU unless an
+  accelerator is present). ``load_stablehlo(FILE)`` runs it with jax alone, without simajax's
+  model code.
 * ``onnx``: the same function converted by jax2onnx (optional extra ``[export]``); input
   ``images`` NHWC, one output per ``OUTPUT_KEYS`` entry, by name. ``load_onnx(FILE)`` runs it with
   onnxruntime. The graph uses the models' export formulation (``simajax.models.formulation``):

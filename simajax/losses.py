@@ -269,8 +269,8 @@ def reconstruction_loss(pred: Mapping[str, Any], gt: Mapping[str, Any], faces,
   """L_Recon of eq. 11, weighted as the official code (docs/architecture.md#reconstruction-loss).
 
   Args:
-    pred: model outputs with keys verts3d_wo_gr [B,778,3], joints3d_wo_gr [B,21,3],
-      verts3d_w_gr [B,778,3], joints3d_w_gr [B,21,3], joints_img [B,21,2], glob_rot_mat [B,3,3].
+    pred: model outputs with keys verts_canonical [B,778,3], joints_canonical [B,21,3],
+      verts_rotated [B,778,3], joints_rotated [B,21,3], joints_2d [B,21,2], rotation [B,3,3].
     gt: ground truth under the same keys (canonical = zero-root-pose MANO mesh and joints).
     faces: [F, 3] triangles of the canonical mesh, for the normal and edge terms.
     weights: term weights; a 0 weight switches a term off (`LossWeights.stage1()` for stage 1).
@@ -290,14 +290,14 @@ def reconstruction_loss(pred: Mapping[str, Any], gt: Mapping[str, Any], faces,
     return require_input(pred, key, "pred", term), require_input(gt, key, "gt", term)
 
   definitions = {
-      "mesh_canonical": lambda m: l1_loss(*inputs("mesh_canonical", "verts3d_wo_gr"), m),
-      "joints_canonical": lambda m: l1_loss(*inputs("joints_canonical", "joints3d_wo_gr"), m),
-      "mesh_rotated": lambda m: l1_loss(*inputs("mesh_rotated", "verts3d_w_gr"), m),
-      "joints_rotated": lambda m: l1_loss(*inputs("joints_rotated", "joints3d_w_gr"), m),
-      "joints_2d": lambda m: l1_loss(*inputs("joints_2d", "joints_img"), m),
-      "normal": lambda m: normal_loss(*inputs("normal", "verts3d_wo_gr"), faces, m),
-      "edge": lambda m: edge_length_loss(*inputs("edge", "verts3d_wo_gr"), faces, m),
-      "rotation": lambda m: rotation_loss(*inputs("rotation", "glob_rot_mat"), m,
+      "mesh_canonical": lambda m: l1_loss(*inputs("mesh_canonical", "verts_canonical"), m),
+      "joints_canonical": lambda m: l1_loss(*inputs("joints_canonical", "joints_canonical"), m),
+      "mesh_rotated": lambda m: l1_loss(*inputs("mesh_rotated", "verts_rotated"), m),
+      "joints_rotated": lambda m: l1_loss(*inputs("joints_rotated", "joints_rotated"), m),
+      "joints_2d": lambda m: l1_loss(*inputs("joints_2d", "joints_2d"), m),
+      "normal": lambda m: normal_loss(*inputs("normal", "verts_canonical"), faces, m),
+      "edge": lambda m: edge_length_loss(*inputs("edge", "verts_canonical"), faces, m),
+      "rotation": lambda m: rotation_loss(*inputs("rotation", "rotation"), m,
                                           form=weights.rotation_form),
   }
   return weighted_sum(definitions, weights, mask, term_masks)

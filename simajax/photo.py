@@ -74,7 +74,7 @@ class PhotoCrop:
     image: float32 [S, S, 3] in [0, 1], the network input (for a left hand: of the flipped photo).
     box: float64 [4] (x, y, w, h) the square crop box in photo pixels (unflipped photo).
     affine: float64 [2, 3] photo pixels -> pixels of the crop as the photo shows it, i.e. where
-      ``joints_img * S`` lies after ``mirror_outputs``; for a left hand it includes the flip.
+      ``joints_2d * S`` lies after ``mirror_outputs``; for a left hand it includes the flip.
     width: photo width in pixels.
     height: photo height in pixels.
     left: whether the photo was flipped.
@@ -310,19 +310,19 @@ def mirror_outputs(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Mirrors SVR outputs (``OUTPUT_KEYS``, batched) of a flipped photo back to the left hand.
 
   3D points x -> -x; rotations R -> M R M (M = diag(-1, 1, 1)), and the raw 6D rotation (its two
-  rows) so that it still maps to that matrix; ``joints_img`` x -> 1 - x, the crop's mirror
+  rows) so that it still maps to that matrix; ``joints_2d`` x -> 1 - x, the crop's mirror
   image (see ``crop_photo``).
   """
   mirrored = {}
   for key, value in outputs.items():
     value = np.asarray(value)
-    if key in ("verts3d_wo_gr", "joints3d_wo_gr", "verts3d_w_gr", "joints3d_w_gr"):
+    if key in ("verts_canonical", "joints_canonical", "verts_rotated", "joints_rotated"):
       mirrored[key] = hand.mirror_points(value)
-    elif key == "joints_img":
+    elif key == "joints_2d":
       mirrored[key] = np.concatenate([1.0 - value[..., :1], value[..., 1:]], axis=-1)
-    elif key == "glob_rot_mat":
+    elif key == "rotation":
       mirrored[key] = hand.mirror_rotation_matrix(value)
-    elif key == "glob_rot6d":
+    elif key == "rotation_6d":
       # Rows r0, r1 of R become rows -r0 M and r1 M of M R M; Gram-Schmidt commutes with this.
       mirrored[key] = value * np.array([1, -1, -1, -1, 1, 1], value.dtype)
     else:
@@ -339,10 +339,10 @@ def outputs_for_sides(raw: Mapping[str, np.ndarray], left: np.ndarray) -> dict[s
           for k in raw}
 
 
-def joints_to_photo(joints_img: np.ndarray, photo_crop: PhotoCrop, out_size: int) -> np.ndarray:
+def joints_to_photo(joints_2d: np.ndarray, photo_crop: PhotoCrop, out_size: int) -> np.ndarray:
   """[J, 2] crop-unit joints (after ``mirror_outputs`` for a left hand) -> photo pixels."""
   affine3 = np.vstack([photo_crop.affine, [0.0, 0.0, 1.0]])
-  return crop.apply_affine(np.linalg.inv(affine3)[:2], np.asarray(joints_img, np.float64)
+  return crop.apply_affine(np.linalg.inv(affine3)[:2], np.asarray(joints_2d, np.float64)
                            * out_size)
 
 

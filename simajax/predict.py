@@ -19,9 +19,12 @@ calibrated views of its dataset and is scored with ``python -m simajax.evaluate 
 
 IN.npz holds ``images`` [B, S, S, 3] float32 RGB in [0, 1] (S = the model's input size, 128:
 hand crops as the official pre-processing makes them, no mean/std normalisation). OUT.npz holds
-the model outputs (``simajax.models.OUTPUT_KEYS``, official meanings and units): canonical and
-rotated vertices [B, 778, 3] and joints [B, 21, 3] in metres, 2D joints [B, 21, 2] in [0, 1]
-crop units, the 6D rotation [B, 6] and its matrix [B, 3, 3] (rows convention).
+the model outputs (``simajax.models.OUTPUT_KEYS``, official meanings and units), named as the
+training targets: ``verts_canonical`` [B, 778, 3] and ``joints_canonical`` [B, 21, 3] (no global
+rotation, hand-model frame, metres), ``verts_rotated`` [B, 778, 3] and ``joints_rotated``
+[B, 21, 3] (the same rotated about the wrist by the predicted root rotation: camera-oriented,
+not camera-positioned), ``joints_2d`` [B, 21, 2] in [0, 1] crop units, ``rotation_6d`` [B, 6]
+and its matrix ``rotation`` [B, 3, 3] (rows convention).
 
 Photos (JPEG/PNG files, or directories of them) are cropped as the official test-time
 pre-processing does (``simajax.photo``): a box ``[x0, y0, x1, y1]`` (``--box`` for all photos, or
@@ -31,16 +34,18 @@ about its centre and zero-padded, is the crop. ``--left`` (or ``"left": true``) 
 photo before cropping and mirrors the predictions back, so every output is of the photo's own
 hand. DIR receives, per photo ``<name>`` (its file stem):
 
-  <name>.obj, <name>.ply   the rotated mesh ``verts3d_w_gr``, root-relative (wrist joint at the
+  <name>.obj, <name>.ply   the rotated mesh ``verts_rotated``, root-relative (wrist joint at the
                            origin), metres, camera orientation (x right, y down, z away from the
                            camera); faces of the topology's level 0, wound outward.
   <name>_overlay.png       the photo with the mesh (weak-perspective fit of the 3D joints to the
                            2D joints, see ``simajax.photo``), the 2D skeleton and the crop box.
-  predictions.npz          for all photos in order: OUTPUT_KEYS (as predicted, mirrored for left
-                           hands; joints_img in units of the crop as the photo shows it), plus
+  predictions.npz          for all photos in order: OUTPUT_KEYS (verts_canonical,
+                           joints_canonical, verts_rotated, joints_rotated, joints_2d,
+                           rotation_6d, rotation; as predicted, mirrored for left hands;
+                           joints_2d in units of the crop as the photo shows it), plus
                            joints_photo [B, 21, 2] (photo pixels), crop_boxes [B, 4] (x, y, w, h
                            square crop box, photo pixels), crop_affines [B, 2, 3] (photo pixels ->
-                           crop pixels, joints_img * S), weak_perspective [B, 3] (s in pixels per
+                           crop pixels, joints_2d * S), weak_perspective [B, 3] (s in pixels per
                            metre, t [2] pixels; NaN or s <= 0: no fit, no mesh drawn), photo_sizes
                            [B, 2] (width, height), left [B], names [B], files [B].
 
@@ -227,7 +232,7 @@ def predict_photos(predictor: Predictor, specs: Sequence[photo.PhotoSpec],
   raw = predictor(np.stack([c.image for c in crops]), "photo crops")
   left = np.array([spec.left for spec in specs])
   outputs = photo.outputs_for_sides(raw, left)
-  joints_photo = np.stack([photo.joints_to_photo(outputs["joints_img"][i], c, size)
+  joints_photo = np.stack([photo.joints_to_photo(outputs["joints_2d"][i], c, size)
                            for i, c in enumerate(crops)])
   faces = np.asarray(topology.faces[0], np.int64)
   out_dir = pathlib.Path(out_dir)
@@ -236,14 +241,14 @@ def predict_photos(predictor: Predictor, specs: Sequence[photo.PhotoSpec],
   for i, (spec, photo_crop) in enumerate(zip(specs, crops)):
     # A mirrored mesh keeps outward normals only with its triangles' winding reversed.
     hand_faces = faces[:, ::-1] if spec.left else faces
-    root = outputs["joints3d_w_gr"][i, 0]
-    vertices = outputs["verts3d_w_gr"][i] - root
+    root = outputs["joints_rotated"][i, 0]
+    vertices = outputs["verts_rotated"][i] - root
     photo.write_meshes(out_dir / spec.name, vertices, hand_faces)
     written = [f"{spec.name}.obj", f"{spec.name}.ply"]
     note = ""
     if overlays:
       image, scale, offset = photo.render_overlay(
-          photo.read_photo(spec.path), vertices, hand_faces, outputs["joints3d_w_gr"][i] - root,
+          photo.read_photo(spec.path), vertices, hand_faces, outputs["joints_rotated"][i] - root,
           joints_photo[i], photo_crop.box)
       fits[i] = [scale, *offset]
       draw.save_image(out_dir / f"{spec.name}_overlay.png", image)

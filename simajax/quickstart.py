@@ -55,8 +55,8 @@ def _split_targets(config, split: str) -> dict[str, np.ndarray]:
   parts = {"joints": [], "verts": [], "visibility": []}
   for batch in iterable:
     keep = batch["mask"] > 0
-    parts["joints"].append(batch["joints_in_camera"][keep])
-    parts["verts"].append(batch["verts_in_camera"][keep])
+    parts["joints"].append(batch["joints_camera"][keep])
+    parts["verts"].append(batch["verts_camera"][keep])
     parts["visibility"].append(batch["vis_ratio"][keep])
   return {k: np.concatenate(v) for k, v in parts.items()}
 
@@ -81,15 +81,15 @@ def mean_mesh_baseline(config, splits: Sequence[str] = ("test",)) -> dict[str, d
 
 
 def place_at_wrist(verts_rotated: np.ndarray, joints_rotated: np.ndarray,
-                   wrist_in_camera: np.ndarray) -> np.ndarray:
+                   wrist_camera: np.ndarray) -> np.ndarray:
   """Camera-frame vertices of a predicted mesh, for drawing it over its crop.
 
-  The network predicts the rotated mesh ``verts3d_w_gr`` and joints ``joints3d_w_gr``, which are
+  The network predicts the rotated mesh ``verts_rotated`` and joints ``joints_rotated``, which are
   camera-oriented but not positioned (root-relative, plus an arbitrary offset; the losses'
   targets are R (V - J0) + J0 in the hand-model frame). The camera translation is not predicted,
-  so the picture puts the predicted wrist at the ground-truth wrist ``wrist_in_camera``.
+  so the picture puts the predicted wrist at the ground-truth wrist ``wrist_camera``.
   """
-  return verts_rotated - joints_rotated[0] + wrist_in_camera
+  return verts_rotated - joints_rotated[0] + wrist_camera
 
 
 def write_examples(svr_dir: str, out_dir: str, count: int) -> None:
@@ -106,14 +106,14 @@ def write_examples(svr_dir: str, out_dir: str, count: int) -> None:
   os.makedirs(out_dir, exist_ok=True)
   tiles = []
   for i in range(int((batch["mask"] > 0).sum())):
-    pred = np.asarray(outputs["verts3d_w_gr"][i])
-    placed = place_at_wrist(pred, np.asarray(outputs["joints3d_w_gr"][i]),
-                            batch["joints_in_camera"][i][0])
+    pred = np.asarray(outputs["verts_rotated"][i])
+    placed = place_at_wrist(pred, np.asarray(outputs["joints_rotated"][i]),
+                            batch["joints_camera"][i][0])
     mesh_io.write_obj(os.path.join(out_dir, f"test_view{i}.obj"), pred, faces)
     crop = (np.clip(batch["image"][i], 0, 1) * 255).astype(np.uint8)
     K = batch["K_crop"][i]
     tiles.append(draw.overlay_mesh(crop, placed, faces, K))
-    tiles.append(draw.overlay_mesh(crop, batch["verts_in_camera"][i], faces, K,
+    tiles.append(draw.overlay_mesh(crop, batch["verts_camera"][i], faces, K,
                                    color=(0.6, 1.0, 0.6)))
   draw.save_image(os.path.join(out_dir, "overlays.png"), draw.image_grid(tiles, ncols=2))
 

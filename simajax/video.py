@@ -17,16 +17,20 @@ Outputs in ``out_dir``:
                      frame order and left to right: hand_frame [N] (its frame's position in the
                      frame arrays), box [N, 4] (x0, y0, x1, y1, detector or user box, frame
                      pixels), left [N], handedness_score [N], crop_box [N, 4] (x, y, w, h),
-                     joints_2d [N, 21, 2] (frame pixels), joints_3d [N, 21, 3] and vertices
-                     [N, 778, 3] (root-relative: wrist at the origin; metres, camera
-                     orientation), rotation [N, 3, 3] (the global rotation, rows convention),
-                     weak_perspective [N, 3] (the overlay's fit, see ``simajax.photo``), and the
-                     raw model outputs ``OUTPUT_KEYS`` [N, ...] (mirrored for left hands, never
-                     smoothed). Also frame_size [2] (width, height) and source (its name).
+                     joints_frame [N, 21, 2] (the 2D joints in frame pixels), joints_3d
+                     [N, 21, 3] and vertices [N, 778, 3] (``joints_rotated`` and
+                     ``verts_rotated`` made root-relative: wrist at the origin; metres, camera
+                     orientation), weak_perspective [N, 3] (the overlay's fit, see
+                     ``simajax.photo``), and the raw model outputs ``OUTPUT_KEYS`` [N, ...]
+                     (``verts_canonical``, ``joints_canonical``, ``verts_rotated``,
+                     ``joints_rotated``, ``joints_2d`` in crop units, ``rotation_6d`` and
+                     ``rotation`` [N, 3, 3], the global rotation, rows convention; mirrored for
+                     left hands, never smoothed). Also frame_size [2] (width, height) and source
+                     (its name).
   meshes/            with ``meshes=True``: frame<index>_hand<k>.obj / .ply (root-relative
                      vertices; faces wound outward, reversed for left hands).
 
-``smooth=True`` filters joints_2d, joints_3d and vertices of each hand over time with a One-Euro
+``smooth=True`` filters joints_frame, joints_3d and vertices of each hand over time with a One-Euro
 filter (``OneEuroFilter``; hands are followed from frame to frame by side and box position,
 ``HandSmoother``), and draws the smoothed values.
 """
@@ -282,7 +286,7 @@ class OneEuroFilter:
 # One-Euro settings per smoothed quantity: (min_cutoff Hz, beta in Hz per (hand size / s)).
 # Speeds are measured in hand sizes per second (the 2D box side, or 0.2 m in 3D), so one setting
 # fits every image size; moving one hand size per second raises the cutoff by 1.5 Hz.
-SMOOTHING = {"joints_2d": (1.0, 1.5), "joints_3d": (1.0, 1.5), "vertices": (1.0, 1.5)}
+SMOOTHING = {"joints_frame": (1.0, 1.5), "joints_3d": (1.0, 1.5), "vertices": (1.0, 1.5)}
 HAND_SIZE_3D = 0.2  # metres, wrist to middle fingertip is ~0.18
 
 
@@ -320,7 +324,7 @@ class HandSmoother:
           best, best_distance = track, distance
       if best is None:
         best = {"left": hand["left"], "filters": {
-            key: OneEuroFilter(cutoff, beta / (side if key == "joints_2d" else HAND_SIZE_3D))
+            key: OneEuroFilter(cutoff, beta / (side if key == "joints_frame" else HAND_SIZE_3D))
             for key, (cutoff, beta) in self.settings.items()}}
       else:
         previous.remove(best)
@@ -394,12 +398,12 @@ def predict_video(predictor, source: FrameSource, out_dir: PathLike, topology: M
       for detection, crop in zip(detections, frame_crops):
         out = {key: outputs[key][k] for key in OUTPUT_KEYS}
         k += 1
-        root = out["joints3d_w_gr"][0]
+        root = out["joints_rotated"][0]
         frame_hands.append(dict(
             out, box=detection.box, left=detection.left, handedness_score=detection.score,
-            crop_box=crop.box, joints_2d=photo.joints_to_photo(out["joints_img"], crop, size),
-            joints_3d=out["joints3d_w_gr"] - root, vertices=out["verts3d_w_gr"] - root,
-            rotation=out["glob_rot_mat"], hand_frame=len(frames)))
+            crop_box=crop.box, joints_frame=photo.joints_to_photo(out["joints_2d"], crop, size),
+            joints_3d=out["joints_rotated"] - root, vertices=out["verts_rotated"] - root,
+            hand_frame=len(frames)))
       if smoother is not None:
         for hand, smoothed in zip(frame_hands, smoother(frame.time, frame_hands)):
           hand.update(smoothed)
@@ -408,7 +412,7 @@ def predict_video(predictor, source: FrameSource, out_dir: PathLike, topology: M
         hand_faces = faces[:, ::-1] if hand["left"] else faces
         if overlay:
           image, scale, offset = photo.render_overlay(
-              image, hand["vertices"], hand_faces, hand["joints_3d"], hand["joints_2d"],
+              image, hand["vertices"], hand_faces, hand["joints_3d"], hand["joints_frame"],
               hand["crop_box"])
           hand["weak_perspective"] = np.array([scale, *offset])
         else:
@@ -462,18 +466,18 @@ def predict_video(predictor, source: FrameSource, out_dir: PathLike, topology: M
   return results
 
 
-_HAND_FIELDS = ("hand_frame", "box", "left", "handedness_score", "crop_box", "joints_2d",
-                "joints_3d", "vertices", "rotation", "weak_perspective") + OUTPUT_KEYS
+_HAND_FIELDS = ("hand_frame", "box", "left", "handedness_score", "crop_box", "joints_frame",
+                "joints_3d", "vertices", "weak_perspective") + OUTPUT_KEYS
 
 
 def _empty_shapes(num_vertices: int, num_joints: int = 21) -> dict[str, tuple[int, ...]]:
   """Trailing shapes of the per-hand arrays (for a video without any hand)."""
   v, j = (num_vertices, 3), (num_joints, 3)
   return {"hand_frame": (), "box": (4,), "left": (), "handedness_score": (), "crop_box": (4,),
-          "joints_2d": (num_joints, 2), "joints_3d": j, "vertices": v, "rotation": (3, 3),
-          "weak_perspective": (3,), "verts3d_wo_gr": v, "joints3d_wo_gr": j, "verts3d_w_gr": v,
-          "joints3d_w_gr": j, "joints_img": (num_joints, 2), "glob_rot6d": (6,),
-          "glob_rot_mat": (3, 3)}
+          "joints_frame": (num_joints, 2), "joints_3d": j, "vertices": v,
+          "weak_perspective": (3,), "verts_canonical": v, "joints_canonical": j,
+          "verts_rotated": v, "joints_rotated": j, "joints_2d": (num_joints, 2),
+          "rotation_6d": (6,), "rotation": (3, 3)}
 
 
 def _collect(frames, hands, frame_size, name, num_vertices) -> dict[str, np.ndarray]:

@@ -196,11 +196,11 @@ def test_mesh_and_frame_pose_match_the_planted_mano(dex, built):
         continue
       rot, wrist = views["global_rot"][v], views["joints_cam"][v][0]
       if ft.side == "right":
-        verts = schema.derive_verts_cam(verts_c, joints_c, rot, wrist)
+        verts = schema.derive_verts_camera(verts_c, joints_c, rot, wrist)
         np.testing.assert_allclose(verts, ft.views[serial].verts, atol=2e-5)
       else:
         mirrored_rot = rot * MIRROR[:, None] * MIRROR[None, :]
-        verts = schema.derive_verts_cam(verts_c, joints_c, mirrored_rot, wrist * MIRROR)
+        verts = schema.derive_verts_camera(verts_c, joints_c, mirrored_rot, wrist * MIRROR)
         np.testing.assert_allclose(verts, ft.views[serial].verts * MIRROR, atol=2e-5)
       np.testing.assert_allclose(views["mano_pose"][v][3:], ft.fingers, atol=1e-5)
     np.testing.assert_allclose(record["mano_shape"], ft.betas, atol=1e-6)
@@ -236,13 +236,14 @@ def test_left_hands_are_mano_left_mirrored(dex, built):
       rot = np.asarray(views["global_rot"][v], np.float64)
       # The canonical hand mirrored back is MANO_LEFT's: with the view's rotation and wrist it
       # reproduces the labelled joints (manopth's left middle tip 445 included).
-      joints = schema.derive_verts_cam(joints_c * MIRROR, joints_c * MIRROR, rot, label[0])
+      joints = schema.derive_verts_camera(joints_c * MIRROR, joints_c * MIRROR, rot, label[0])
       np.testing.assert_allclose(joints, label, atol=1e-5)
       # What mirroring MANO_RIGHT's hand (mirrored pose: (x, y, z) -> (x, -y, -z)) gives.
       mirrored_fingers = (ft.fingers.reshape(15, 3) * -MIRROR).reshape(45)
       _, right_joints = mano_fixture.numpy_forward(arrays, np.zeros(3), mirrored_fingers,
                                                    ft.betas, np.zeros(3))
-      wrong = schema.derive_verts_cam(right_joints * MIRROR, right_joints * MIRROR, rot, label[0])
+      wrong = schema.derive_verts_camera(right_joints * MIRROR, right_joints * MIRROR, rot,
+                                         label[0])
       worst_mirrored_right = max(worst_mirrored_right, np.abs(wrong - label).max())
   assert worst_mirrored_right > 2e-3  # the test can tell the two constructions apart
 
@@ -306,11 +307,11 @@ def test_input_pipeline_reads_both_modes(dex, built):
     serial = fx.SERIALS[int(batch["view_index"][b])]
     ft = truth.frames[_parse(record)]
     mirror = MIRROR if ft.side == "left" else 1.0
-    np.testing.assert_allclose(batch["verts_in_camera"][b], ft.views[serial].verts * mirror,
+    np.testing.assert_allclose(batch["verts_camera"][b], ft.views[serial].verts * mirror,
                                atol=5e-5)
     # The training targets (canonical joints rotated about the wrist) are the label's shape.
     label = ft.views[serial].joint_3d * mirror
-    np.testing.assert_allclose(batch["joints_cam"][b] - batch["joints_cam"][b][0],
+    np.testing.assert_allclose(batch["joints_rotated"][b] - batch["joints_rotated"][b][0],
                                label - label[0], atol=1e-5)
     sides.add(ft.side)
   assert sides == {"right", "left"}

@@ -92,7 +92,7 @@ def test_frame_files_are_read_with_their_units(hanco):
   np.testing.assert_allclose(K, ft.K, rtol=1e-12)
   np.testing.assert_allclose(M, ft.M, rtol=1e-12)
   xyz = layout.read_xyz(layout.frame_json_path(truth.root, "xyz", 0, 1))
-  np.testing.assert_allclose(xyz @ M[3, :3, :3].T + M[3, :3, 3], ft.joints_cam[3], atol=1e-12)
+  np.testing.assert_allclose(xyz @ M[3, :3, :3].T + M[3, :3, 3], ft.joints_camera[3], atol=1e-12)
   fit = layout.read_world_fit(layout.frame_json_path(truth.root, "shape", 0, 1))
   np.testing.assert_allclose(fit.poses, ft.poses, rtol=1e-12)
   np.testing.assert_allclose(fit.shapes, ft.shapes, rtol=1e-12)
@@ -144,11 +144,11 @@ def test_views_carry_the_planted_labels(hanco, built):
         continue
       assert views["bg_variant"][cam].decode() == variant
       assert views["image"][cam] == image.read_bytes()
-      np.testing.assert_allclose(views["joints_cam"][cam], ft.joints_cam[cam], atol=1e-6)
-      uv = (ft.joints_cam[cam] @ ft.K[cam].T)[:, :2] / ft.joints_cam[cam][:, 2:]
+      np.testing.assert_allclose(views["joints_cam"][cam], ft.joints_camera[cam], atol=1e-6)
+      uv = (ft.joints_camera[cam] @ ft.K[cam].T)[:, :2] / ft.joints_camera[cam][:, 2:]
       np.testing.assert_allclose(views["joints_img"][cam], uv, atol=1e-3)
       # manopth convention: the camera-frame wrist is J0(betas) + trans.
-      np.testing.assert_allclose(rest_wrist + views["mano_trans"][cam], ft.joints_cam[cam][0],
+      np.testing.assert_allclose(rest_wrist + views["mano_trans"][cam], ft.joints_camera[cam][0],
                                  atol=1e-6)
       mask = np.asarray(Image.open(io.BytesIO(views["hand_mask"][cam])))
       assert set(np.unique(mask)) <= {0, 255} and mask.shape == (fx.IMAGE_SIZE,) * 2
@@ -165,8 +165,8 @@ def test_mesh_matches_the_per_camera_fit(hanco, built):
       values = json.loads((truth.root / "shape" / f"{sid:04d}" / f"cam{cam}" /
                            f"{fid:08d}.json").read_text())
       expected = fx.camera_fit_mesh(values, arrays, truth.frames[(sid, fid)].K[cam])
-      verts = schema.derive_verts_cam(record["verts_canonical"], record["joints_canonical"],
-                                      views["global_rot"][cam], views["joints_cam"][cam][0])
+      verts = schema.derive_verts_camera(record["verts_canonical"], record["joints_canonical"],
+                                         views["global_rot"][cam], views["joints_cam"][cam][0])
       np.testing.assert_allclose(verts, expected, atol=2e-5)
       np.testing.assert_allclose(Rotation.from_rotvec(views["mano_pose"][cam][:3]).as_matrix(),
                                  Rotation.from_rotvec(values[:3]).as_matrix(), atol=1e-5)

@@ -68,11 +68,11 @@ def _fake_frame(index: int) -> dict:
                   [0, f * rng.uniform(0.97, 1.03), height / 2 + rng.uniform(-4, 4)],
                   [0, 0, 1]])
     to_cam = lambda p: p @ w2c[:3, :3].T + w2c[:3, 3]
-    joints_cam = to_cam(world(joints_c))
-    verts_cam = to_cam(world(verts_c))
+    joints_camera = to_cam(world(joints_c))
+    verts_camera = to_cam(world(verts_c))
     global_rot = w2c[:3, :3] @ world_rot
-    uv = (joints_cam @ K.T)[:, :2] / joints_cam[:, 2:]
-    mask = _disc_mask((verts_cam @ K.T)[:, :2] / verts_cam[:, 2:], height, width)
+    uv = (joints_camera @ K.T)[:, :2] / joints_camera[:, 2:]
+    mask = _disc_mask((verts_camera @ K.T)[:, :2] / verts_camera[:, 2:], height, width)
     image = rng.integers(0, 120, size=(height, width, 3), dtype=np.uint8)
     image[mask] = 255
     valid = (index, v) not in INVALID_VIEWS
@@ -84,11 +84,11 @@ def _fake_frame(index: int) -> dict:
     views["K"].append(K)
     views["world2cam"].append(w2c)
     views["joints_img"].append(uv)
-    views["joints_cam"].append(joints_cam)
+    views["joints_cam"].append(joints_camera)
     views["global_rot"].append(global_rot)
     views["mano_pose"].append(np.concatenate([geometry.matrix_to_axis_angle(global_rot),
                                               np.zeros(45)]))
-    views["mano_trans"].append(joints_cam[0] - root)
+    views["mano_trans"].append(joints_camera[0] - root)
     views["vis_ratio"].append(rng.uniform(0, 1))
   views = {k: (np.asarray(val, dtype=schema.VIEW_ARRAYS[k][1]) if k in schema.VIEW_ARRAYS
                else val) for k, val in views.items()}
@@ -159,9 +159,9 @@ def test_single_view_epoch_lists_every_valid_view_once(data_dir):
   assert sorted(seen) == sorted(expected)
   assert batch["image"].shape == (len(expected), 32, 32, 3) and batch["image"].dtype == np.float32
   assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
-  shapes = {"joints_img": (21, 2), "joints_cam": (21, 3), "verts_cam": (778, 3),
-            "joints_canonical": (21, 3), "verts_canonical": (778, 3), "glob_rot_mat": (3, 3),
-            "joints_in_camera": (21, 3), "verts_in_camera": (778, 3), "K_crop": (3, 3),
+  shapes = {"joints_2d": (21, 2), "joints_rotated": (21, 3), "verts_rotated": (778, 3),
+            "joints_canonical": (21, 3), "verts_canonical": (778, 3), "rotation": (3, 3),
+            "joints_camera": (21, 3), "verts_camera": (778, 3), "K_crop": (3, 3),
             "vis_ratio": (), "mask": ()}
   for key, shape in shapes.items():
     assert batch[key].shape == (len(expected),) + shape, key
@@ -174,7 +174,7 @@ def test_multi_view_batch_carries_view_validity(data_dir):
                                      process_index=0, process_count=1)
   batch = next(it)
   assert batch["image"].shape == (NUM_FRAMES, 8, 32, 32, 3)
-  assert batch["verts_cam"].shape == (NUM_FRAMES, 8, 778, 3)
+  assert batch["verts_rotated"].shape == (NUM_FRAMES, 8, 778, 3)
   assert sorted(batch["frame_index"][:, 0].tolist()) == list(range(NUM_FRAMES))
   for b in range(NUM_FRAMES):
     frame = int(batch["frame_index"][b, 0])
@@ -193,18 +193,18 @@ def test_targets_are_consistent_with_the_crop_camera(data_dir):
                                      process_index=0, process_count=1)
   batch = next(it)
   for b in range(16):
-    uvw = batch["joints_in_camera"][b] @ batch["K_crop"][b].T
-    np.testing.assert_allclose(uvw[:, :2] / uvw[:, 2:] / 32, batch["joints_img"][b], atol=1e-4)
-    rel_cam = batch["joints_in_camera"][b] - batch["joints_in_camera"][b, :1]
-    rel_model = batch["joints_cam"][b] - batch["joints_cam"][b, :1]
+    uvw = batch["joints_camera"][b] @ batch["K_crop"][b].T
+    np.testing.assert_allclose(uvw[:, :2] / uvw[:, 2:] / 32, batch["joints_2d"][b], atol=1e-4)
+    rel_cam = batch["joints_camera"][b] - batch["joints_camera"][b, :1]
+    rel_model = batch["joints_rotated"][b] - batch["joints_rotated"][b, :1]
     np.testing.assert_allclose(rel_cam, rel_model, atol=2e-6)
-    np.testing.assert_allclose(batch["joints_cam"][b, 0], batch["joints_canonical"][b, 0],
+    np.testing.assert_allclose(batch["joints_rotated"][b, 0], batch["joints_canonical"][b, 0],
                                atol=1e-6)
-    rot = batch["glob_rot_mat"][b]
+    rot = batch["rotation"][b]
     np.testing.assert_allclose(rot @ rot.T, np.eye(3), atol=1e-5)
     expected = ((batch["verts_canonical"][b] - batch["joints_canonical"][b, 0]) @ rot.T
                 + batch["joints_canonical"][b, 0])
-    np.testing.assert_allclose(batch["verts_cam"][b], expected, atol=1e-6)
+    np.testing.assert_allclose(batch["verts_rotated"][b], expected, atol=1e-6)
 
 
 def test_augmented_labels_stay_on_the_hand_pixels(data_dir):
@@ -216,7 +216,7 @@ def test_augmented_labels_stay_on_the_hand_pixels(data_dir):
   records = _records(data_dir)
   left = _frame_of(records, f"fake/{LEFT_FRAME:04d}")
   for b in range(len(batch["mask"])):
-    uvw = batch["verts_in_camera"][b] @ batch["K_crop"][b].T
+    uvw = batch["verts_camera"][b] @ batch["K_crop"][b].T
     uv = uvw[:, :2] / uvw[:, 2:]
     inside = (uv >= 0).all(axis=1) & (uv <= 63).all(axis=1)
     cols, rows = np.round(uv[inside]).astype(int).T
@@ -238,15 +238,15 @@ def test_rotation_augmentation_updates_global_rotation(data_dir):
   rotated = sample.process_view(record, 1, 32, params)
   a = -np.deg2rad(40.0)
   rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-  np.testing.assert_allclose(rotated["glob_rot_mat"], rz @ plain["glob_rot_mat"], atol=1e-6)
-  np.testing.assert_allclose(rotated["joints_in_camera"], plain["joints_in_camera"] @ rz.T,
+  np.testing.assert_allclose(rotated["rotation"], rz @ plain["rotation"], atol=1e-6)
+  np.testing.assert_allclose(rotated["joints_camera"], plain["joints_camera"] @ rz.T,
                              atol=1e-6)
   np.testing.assert_array_equal(rotated["verts_canonical"], plain["verts_canonical"])
   # The 2D joints turn by -40 degrees about the crop centre and shrink by 1/1.1.
   centre = np.array([0.5, 0.5])
   rot2 = rz[:2, :2]
-  expected = (plain["joints_img"] - centre) @ rot2.T / 1.1 + centre
-  np.testing.assert_allclose(rotated["joints_img"], expected, atol=1e-5)
+  expected = (plain["joints_2d"] - centre) @ rot2.T / 1.1 + centre
+  np.testing.assert_allclose(rotated["joints_2d"], expected, atol=1e-5)
 
 
 def test_left_hand_is_mirrored(data_dir):
@@ -255,13 +255,13 @@ def test_left_hand_is_mirrored(data_dir):
   mirrored = sample.process_view(record, 0, 32, with_hand_mask=True)
   kept = sample.process_view(record, 0, 32, mirror_left=False, with_hand_mask=True)
   flip = np.diag([-1.0, 1.0, 1.0])
-  np.testing.assert_allclose(mirrored["joints_in_camera"], kept["joints_in_camera"] @ flip,
+  np.testing.assert_allclose(mirrored["joints_camera"], kept["joints_camera"] @ flip,
                              atol=1e-6)
-  np.testing.assert_allclose(mirrored["glob_rot_mat"], flip @ kept["glob_rot_mat"] @ flip,
+  np.testing.assert_allclose(mirrored["rotation"], flip @ kept["rotation"] @ flip,
                              atol=1e-6)
   # The mirrored mesh projects onto the flipped image's hand, the unmirrored one does not.
   for item, expect_on_hand in ((mirrored, True), (kept, False)):
-    uvw = item["verts_in_camera"] @ item["K_crop"].T
+    uvw = item["verts_camera"] @ item["K_crop"].T
     cols, rows = np.clip(np.round(uvw[:, :2] / uvw[:, 2:]), 0, 31).astype(int).T
     assert (item["hand_mask"][rows, cols].mean() > 0.97) == expect_on_hand
 

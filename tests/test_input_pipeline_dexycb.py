@@ -38,7 +38,7 @@ def test_rotated_canonical_joints_match_the_annotated_camera_joints(data_dir, mo
   iterable = input_pipeline.eval_iterable(cfg, process_index=0, process_count=1)
   for batch in iterable:
     keep = batch["mask"] > 0
-    model, camera = batch["joints_cam"][keep], batch["joints_in_camera"][keep]
+    model, camera = batch["joints_rotated"][keep], batch["joints_camera"][keep]
     if mode == "multi_view":
       valid = batch["view_valid"][keep]
       model, camera = model[valid], camera[valid]

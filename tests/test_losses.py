@@ -146,9 +146,9 @@ def test_mask_over_views_matches_loops():
 
 
 def _batch(b=3, n_verts=5, n_joints=4):
-  keys = {"verts3d_wo_gr": (n_verts, 3), "joints3d_wo_gr": (n_joints, 3),
-          "verts3d_w_gr": (n_verts, 3), "joints3d_w_gr": (n_joints, 3),
-          "joints_img": (n_joints, 2), "glob_rot_mat": (3, 3)}
+  keys = {"verts_canonical": (n_verts, 3), "joints_canonical": (n_joints, 3),
+          "verts_rotated": (n_verts, 3), "joints_rotated": (n_joints, 3),
+          "joints_2d": (n_joints, 2), "rotation": (3, 3)}
   return ({k: _rand(b, *s) for k, s in keys.items()}, {k: _rand(b, *s) for k, s in keys.items()})
 
 
@@ -183,15 +183,15 @@ def test_reconstruction_loss_combines_terms_with_official_weights():
   assert weights.normal == 0.1 and weights.edge == 1.0 and weights.se == weights.oe == 1.0
   total, terms = jax.jit(lambda p, g: L.reconstruction_loss(p, g, FACES, weights, MASK))(pred, gt)
   by_hand = {
-      "mesh_canonical": _loop_l1(pred["verts3d_wo_gr"], gt["verts3d_wo_gr"]),
-      "joints_canonical": _loop_l1(pred["joints3d_wo_gr"], gt["joints3d_wo_gr"]),
-      "mesh_rotated": _loop_l1(pred["verts3d_w_gr"], gt["verts3d_w_gr"]),
-      "joints_rotated": _loop_l1(pred["joints3d_w_gr"], gt["joints3d_w_gr"]),
-      "joints_2d": _loop_l1(pred["joints_img"], gt["joints_img"]),
-      "normal": _loop_normal(pred["verts3d_wo_gr"], gt["verts3d_wo_gr"], FACES),
-      "edge": _loop_edge(pred["verts3d_wo_gr"], gt["verts3d_wo_gr"], FACES),
+      "mesh_canonical": _loop_l1(pred["verts_canonical"], gt["verts_canonical"]),
+      "joints_canonical": _loop_l1(pred["joints_canonical"], gt["joints_canonical"]),
+      "mesh_rotated": _loop_l1(pred["verts_rotated"], gt["verts_rotated"]),
+      "joints_rotated": _loop_l1(pred["joints_rotated"], gt["joints_rotated"]),
+      "joints_2d": _loop_l1(pred["joints_2d"], gt["joints_2d"]),
+      "normal": _loop_normal(pred["verts_canonical"], gt["verts_canonical"], FACES),
+      "edge": _loop_edge(pred["verts_canonical"], gt["verts_canonical"], FACES),
       "rotation": [[(p - g) ** 2 for p, g in zip(pb.ravel(), gb.ravel())]
-                   for pb, gb in zip(pred["glob_rot_mat"], gt["glob_rot_mat"])],
+                   for pb, gb in zip(pred["rotation"], gt["rotation"])],
   }
   expected = {k: _weighted_mean_by_loops(v, MASK) for k, v in by_hand.items()}
   assert set(terms) == set(L.RECONSTRUCTION_TERMS)
@@ -204,13 +204,13 @@ def test_reconstruction_loss_combines_terms_with_official_weights():
 
 def test_stage1_uses_canonical_terms_only():
   pred, gt = _batch()
-  for key in ("verts3d_w_gr", "joints3d_w_gr", "glob_rot_mat"):
+  for key in ("verts_rotated", "joints_rotated", "rotation"):
     del gt[key]  # stage 1 needs no rotated ground truth
   total, terms = L.reconstruction_loss(pred, gt, FACES, L.LossWeights.stage1())
   assert set(terms) == {"mesh_canonical", "joints_canonical", "joints_2d", "normal", "edge"}
   assert float(total) == pytest.approx(
       sum(float(v) * (0.1 if k == "normal" else 1.0) for k, v in terms.items()), rel=1e-6)
-  with pytest.raises(KeyError, match="verts3d_w_gr"):
+  with pytest.raises(KeyError, match="verts_rotated"):
     L.reconstruction_loss(pred, gt, FACES, L.LossWeights())
 
 
@@ -219,9 +219,9 @@ def test_per_term_masks():
   no_2d = np.array([1.0, 1.0, 0.0])
   _, terms = L.reconstruction_loss(pred, gt, FACES, mask=None, term_masks={"joints_2d": no_2d})
   assert float(terms["joints_2d"]) == pytest.approx(
-      _weighted_mean_by_loops(_loop_l1(pred["joints_img"], gt["joints_img"]), no_2d), rel=1e-5)
+      _weighted_mean_by_loops(_loop_l1(pred["joints_2d"], gt["joints_2d"]), no_2d), rel=1e-5)
   assert float(terms["mesh_canonical"]) == pytest.approx(
-      _weighted_mean_by_loops(_loop_l1(pred["verts3d_wo_gr"], gt["verts3d_wo_gr"]), None),
+      _weighted_mean_by_loops(_loop_l1(pred["verts_canonical"], gt["verts_canonical"]), None),
       rel=1e-5)
   with pytest.raises(ValueError, match="unknown terms"):
     L.reconstruction_loss(pred, gt, FACES, term_masks={"normals": no_2d})

@@ -81,7 +81,7 @@ def test_bfloat16_gradients_are_float32_and_agree(reference_topology):
   def grads(model):
     def loss(params):
       out, _ = model.apply({**variables, "params": params}, images, train=False)
-      return jnp.mean(jnp.abs(out["verts3d_wo_gr"])) + jnp.mean(jnp.square(out["glob_rot6d"]))
+      return jnp.mean(jnp.abs(out["verts_canonical"])) + jnp.mean(jnp.square(out["rotation_6d"]))
     return jax.jit(jax.grad(loss))(variables["params"])
 
   g32 = jnp.concatenate([x.ravel() for x in jax.tree.leaves(grads(m32))])

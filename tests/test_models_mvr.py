@@ -192,7 +192,7 @@ def test_image_fusion_ignores_invalid_views(train):
 
 def orientation_loss(outputs, mids):
   """L_R- and L_OE-like terms."""
-  return jnp.sum(outputs["glob_rot_mat"] ** 2) + jnp.sum(mids["fused_orientation_tokens"] ** 2)
+  return jnp.sum(outputs["rotation"] ** 2) + jnp.sum(mids["fused_orientation_tokens"] ** 2)
 
 
 @pytest.fixture(scope="module")
@@ -223,23 +223,23 @@ def test_outputs_per_view(tiny):
   valid = np.ones((2, V), bool)
   outputs, mids = jax.device_get(eval_apply(variables, images, valid))
   assert set(outputs) == set(OUTPUT_KEYS)
-  shapes = {"verts3d_wo_gr": (778, 3), "joints3d_wo_gr": (21, 3), "verts3d_w_gr": (778, 3),
-            "joints3d_w_gr": (21, 3), "joints_img": (21, 2), "glob_rot6d": (6,),
-            "glob_rot_mat": (3, 3)}
+  shapes = {"verts_canonical": (778, 3), "joints_canonical": (21, 3), "verts_rotated": (778, 3),
+            "joints_rotated": (21, 3), "joints_2d": (21, 2), "rotation_6d": (6,),
+            "rotation": (3, 3)}
   assert {k: v.shape for k, v in outputs.items()} == {k: (2, V) + s for k, s in shapes.items()}
   assert mids["fused_vertex_feature"].shape == (2, 49, 16)
   assert mids["fused_orientation_tokens"].shape == (2, V, 16, 128)
   # One canonical hand per frame, seen from every view.
-  np.testing.assert_array_equal(outputs["verts3d_wo_gr"],
-                                np.broadcast_to(outputs["verts3d_wo_gr"][:, :1], (2, V, 778, 3)))
-  verts = outputs["verts3d_wo_gr"][:, 0].astype(np.float64)
-  rot = outputs["glob_rot_mat"].astype(np.float64)
+  np.testing.assert_array_equal(outputs["verts_canonical"],
+                                np.broadcast_to(outputs["verts_canonical"][:, :1], (2, V, 778, 3)))
+  verts = outputs["verts_canonical"][:, 0].astype(np.float64)
+  rot = outputs["rotation"].astype(np.float64)
   np.testing.assert_allclose(rot @ rot.swapaxes(-1, -2), np.broadcast_to(np.eye(3), rot.shape),
                              atol=1e-5)
-  root = outputs["joints3d_wo_gr"][:, 0, :1].astype(np.float64)  # [B, 1, 3]
+  root = outputs["joints_canonical"][:, 0, :1].astype(np.float64)  # [B, 1, 3]
   want = np.einsum("bnc,bkdc->bknd", verts - root, rot) + root[:, None]
-  np.testing.assert_allclose(outputs["verts3d_w_gr"], want, rtol=1e-4, atol=1e-6)
-  np.testing.assert_array_equal(outputs["joints_img"], mids["uv_raw"])
+  np.testing.assert_allclose(outputs["verts_rotated"], want, rtol=1e-4, atol=1e-6)
+  np.testing.assert_array_equal(outputs["joints_2d"], mids["uv_raw"])
   # x(k) = f_j^M(k) + f_o^M_raw(k), as tokens t = row * w + col.
   x = mids["fused_joint_feature_f_j"] + mids["orientation_feature_f_o"]
   np.testing.assert_allclose(mids["fused_orientation_tokens"], x.reshape(2, V, 16, 128),
@@ -282,7 +282,7 @@ def test_masked_views_do_not_leak(tiny, train):
   other[0, 0] = np.random.default_rng(2).random(other[0, 0].shape, dtype=np.float32)
   changed = run(other)[0]
   assert not np.allclose(changed["fused_vertex_feature"][0], base[0]["fused_vertex_feature"][0])
-  assert not np.allclose(changed["glob_rot6d"][1], base[0]["glob_rot6d"][1])  # frame 0, view 3
+  assert not np.allclose(changed["rotation_6d"][1], base[0]["rotation_6d"][1])  # frame 0, view 3
 
 
 def test_single_valid_view_and_padding_frames(tiny):
@@ -306,7 +306,7 @@ def test_rolling_the_views_rolls_the_results(tiny):
   outputs, mids = jax.device_get(eval_apply(variables, images, valid))
   rolled_out, rolled_mids = jax.device_get(
       eval_apply(variables, np.roll(images, 3, axis=1), np.roll(valid, 3, axis=1)))
-  for key in ("glob_rot6d", "verts3d_w_gr", "joints_img"):
+  for key in ("rotation_6d", "verts_rotated", "joints_2d"):
     np.testing.assert_allclose(rolled_out[key], np.roll(outputs[key], 3, axis=1), rtol=1e-4,
                                atol=1e-5 * np.abs(outputs[key]).max(), err_msg=key)
   np.testing.assert_allclose(rolled_mids["fused_vertex_feature"], mids["fused_vertex_feature"],

@@ -71,7 +71,7 @@ def test_regressor_reads_the_orientation_tokens(reference_topology):
   assert mid["orientation_feature_enhanced_f_o_hat"].shape == (
       mid_ofe["orientation_feature_enhanced_f_o_hat"].shape)
   # The shape branch and the orientation encoder do not depend on the switch.
-  for key in ("verts3d_wo_gr", "joints_img"):
+  for key in ("verts_canonical", "joints_2d"):
     np.testing.assert_array_equal(out[key], out_ofe[key])
   np.testing.assert_array_equal(mid["orientation_feature_f_o"], mid_ofe["orientation_feature_f_o"])
   # f̂_o is the f_o tokens (t = row * 4 + col), and the MLP of docs/architecture.md#orientation-branch maps
@@ -89,5 +89,5 @@ def test_regressor_reads_the_orientation_tokens(reference_topology):
   x = x.transpose(0, 2, 1).reshape(2, -1)  # channel-major flatten
   for name in ("pre_block_0", "pre_block_2", "fc_block_1_0"):
     x = np.maximum(dense(x, name), 0.0)
-  np.testing.assert_allclose(out["glob_rot6d"], dense(x, "fc_block_1_2"), rtol=1e-4, atol=1e-5)
-  assert not np.allclose(out["glob_rot6d"], out_ofe["glob_rot6d"])
+  np.testing.assert_allclose(out["rotation_6d"], dense(x, "fc_block_1_2"), rtol=1e-4, atol=1e-5)
+  assert not np.allclose(out["rotation_6d"], out_ofe["rotation_6d"])

@@ -59,8 +59,8 @@ def test_reduced_variants_keep_the_mesh(variant, reference_topology):
   shapes = param_shapes(model)
   outputs, mids = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 128, 128, 3)),
                                                        train=False), shapes)
-  assert outputs["verts3d_wo_gr"].shape == (2, 778, 3)
-  assert outputs["joints3d_w_gr"].shape == (2, 21, 3)
+  assert outputs["verts_canonical"].shape == (2, 778, 3)
+  assert outputs["joints_rotated"].shape == (2, 21, 3)
   assert mids["lifted_vertex_feature_f_v"].shape[:2] == (2, 49)
   assert [mids[f"decoder_stage{i}"].shape[1] for i in range(4)] == [98, 195, 389, 778]
   assert size(shapes["params"]) < 78_437_384 / 10
@@ -97,16 +97,16 @@ def test_eval_outputs_and_gradient_stops(tiny):
 
   def orientation_loss(p):  # L_R- and L_OE-like terms
     outputs, mids = apply(p)
-    return (jnp.sum(outputs["glob_rot_mat"] ** 2)
+    return (jnp.sum(outputs["rotation"] ** 2)
             + jnp.sum(mids["orientation_feature_enhanced_f_o_hat"] ** 2))
 
   def rotated_mesh_loss(shape_params, p):
     outputs, _ = apply({**p, **shape_params})
-    return jnp.sum(outputs["verts3d_w_gr"] * w_verts)
+    return jnp.sum(outputs["verts_rotated"] * w_verts)
 
   def weighted_root(shape_params, p):
     outputs, _ = apply({**p, **shape_params})
-    return jnp.sum(outputs["joints3d_wo_gr"][:, 0] * w_verts.sum(axis=1))
+    return jnp.sum(outputs["joints_canonical"][:, 0] * w_verts.sum(axis=1))
 
   @jax.jit
   def run(p):
@@ -116,20 +116,20 @@ def test_eval_outputs_and_gradient_stops(tiny):
 
   (outputs, mids), g_orient, g_rot, g_root = run(params)
   assert set(outputs) == set(OUTPUT_KEYS)
-  verts = np.asarray(outputs["verts3d_wo_gr"], np.float64)
+  verts = np.asarray(outputs["verts_canonical"], np.float64)
   joints = np.einsum("jv,bvc->bjc", np.asarray(params["mano_joint_reg"], np.float64), verts)
-  np.testing.assert_allclose(outputs["joints3d_wo_gr"], joints, rtol=1e-4, atol=1e-6)
-  rot = np.asarray(outputs["glob_rot_mat"], np.float64)
+  np.testing.assert_allclose(outputs["joints_canonical"], joints, rtol=1e-4, atol=1e-6)
+  rot = np.asarray(outputs["rotation"], np.float64)
   np.testing.assert_allclose(rot @ rot.transpose(0, 2, 1), np.broadcast_to(np.eye(3), rot.shape),
                              atol=1e-5)
   np.testing.assert_allclose(np.linalg.det(rot), 1.0, atol=1e-5)
-  np.testing.assert_allclose(rot[:, 0], outputs["glob_rot6d"][:, :3]
-                             / np.linalg.norm(outputs["glob_rot6d"][:, :3], axis=-1,
+  np.testing.assert_allclose(rot[:, 0], outputs["rotation_6d"][:, :3]
+                             / np.linalg.norm(outputs["rotation_6d"][:, :3], axis=-1,
                                               keepdims=True), atol=1e-5)  # rows convention
   root = joints[:, :1]
-  np.testing.assert_allclose(outputs["verts3d_w_gr"],
+  np.testing.assert_allclose(outputs["verts_rotated"],
                              (verts - root) @ rot.transpose(0, 2, 1) + root, rtol=1e-4, atol=1e-6)
-  assert np.array_equal(outputs["joints_img"], mids["uv_raw"])
+  assert np.array_equal(outputs["joints_2d"], mids["uv_raw"])
   assert mids["orientation_feature_enhanced_f_o_hat"].shape == (3, 16, 128)
 
   # The rotation and f̂_o losses reach the orientation branch only (docs/architecture.md#where-gradients-stop).
@@ -158,8 +158,8 @@ def test_train_mode_updates_statistics_and_uses_dropout(tiny):
   assert flat_old.keys() == flat_new.keys()
   assert all(not np.allclose(flat_old[k], flat_new[k]) for k in flat_old)
   # Dropout sits in the orientation head only: the shape branch is rng-independent.
-  np.testing.assert_array_equal(out_a["verts3d_wo_gr"], out_b["verts3d_wo_gr"])
-  assert not np.allclose(out_a["glob_rot6d"], out_b["glob_rot6d"])
+  np.testing.assert_array_equal(out_a["verts_canonical"], out_b["verts_canonical"])
+  assert not np.allclose(out_a["rotation_6d"], out_b["rotation_6d"])
 
 
 def test_frozen_joint_regressor_gets_no_gradient_and_changes_no_output(tiny, reference_topology):
@@ -173,7 +173,7 @@ def test_frozen_joint_regressor_gets_no_gradient_and_changes_no_output(tiny, ref
   def joints_loss(module, regressor):
     outputs, _ = module.apply({"params": {**params, "mano_joint_reg": regressor},
                                "batch_stats": stats}, images, train=False)
-    return jnp.sum(outputs["joints3d_wo_gr"] * w), outputs
+    return jnp.sum(outputs["joints_canonical"] * w), outputs
 
   @jax.jit
   def run(regressor):
@@ -182,7 +182,7 @@ def test_frozen_joint_regressor_gets_no_gradient_and_changes_no_output(tiny, ref
 
   (g_trained, out_trained), (g_frozen, out_frozen) = run(params["mano_joint_reg"])
   # d/dR sum(W * (R V)) = sum_b W_b V_b^T, from the (regressor-independent) vertices.
-  verts = np.asarray(out_trained["verts3d_wo_gr"], np.float64)
+  verts = np.asarray(out_trained["verts_canonical"], np.float64)
   np.testing.assert_allclose(g_trained, np.einsum("bjc,bvc->jv", w, verts), rtol=1e-4,
                              atol=1e-7)
   assert not np.any(g_frozen)

@@ -18,10 +18,10 @@ from simajax.models import build_svr, svr_config
 
 # Official output key -> ours.
 OUTPUT_NAMES = {
-    "pred_verts3d_wo_gr": "verts3d_wo_gr", "pred_joints3d_wo_gr": "joints3d_wo_gr",
-    "pred_verts3d_w_gr": "verts3d_w_gr", "pred_joints3d_w_gr": "joints3d_w_gr",
-    "pred_joints_img": "joints_img", "pred_glob_rot": "glob_rot6d",
-    "pred_glob_rot_mat": "glob_rot_mat",
+    "pred_verts3d_wo_gr": "verts_canonical", "pred_joints3d_wo_gr": "joints_canonical",
+    "pred_verts3d_w_gr": "verts_rotated", "pred_joints3d_w_gr": "joints_rotated",
+    "pred_joints_img": "joints_2d", "pred_glob_rot": "rotation_6d",
+    "pred_glob_rot_mat": "rotation",
 }
 # BatchNorm statistics of the never-called SE block, which simajax does not create.
 UNUSED_BN_PREFIX = "backbone.dense_stack1.senet3."
@@ -84,7 +84,7 @@ def test_eval_parity_float32(recipe_variables, shared_dir, reference_topology):
   model = build_svr(svr_config("official"), reference_topology)
   images = golden["input/images"].transpose(0, 2, 3, 1)
   outputs, mids = jax.jit(lambda v, x: model.apply(v, x, train=False))(recipe_variables, images)
-  assert outputs["verts3d_wo_gr"].dtype == np.float32
+  assert outputs["verts_canonical"].dtype == np.float32
   errors = compare_all(golden, outputs, mids, tol=1e-4)
   assert len(errors) == 7 + 28
 
@@ -101,7 +101,7 @@ def test_train_bn_parity_float64(recipe, recipe_variables, shared_dir, reference
     assert images.dtype == np.float64
     (outputs, mids), updates = jax.jit(
         lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(variables, images)
-    assert outputs["verts3d_wo_gr"].dtype == np.float64
+    assert outputs["verts_canonical"].dtype == np.float64
     compare_all(golden, outputs, mids, tol=1e-7)
     stats = convert.variables_to_state_dict(
         {"params": variables["params"], "batch_stats": updates["batch_stats"]})

@@ -230,10 +230,10 @@ def test_photos_cli_writes_meshes_overlays_and_predictions(export_run, topology)
   assert set(OUTPUT_KEYS) <= set(pred.files)
   assert list(pred["names"]) == ["a", "b", "a_flipped", "b_flipped"]
   assert list(pred["left"]) == [False, False, True, True]
-  assert pred["verts3d_w_gr"].shape == (4, 778, 3)
+  assert pred["verts_rotated"].shape == (4, 778, 3)
   faces = np.asarray(topology.faces[0])
   for i, (stem, size) in enumerate((("a", (170, 120)), ("b", (110, 150)))):
-    expected = pred["verts3d_w_gr"][i] - pred["joints3d_w_gr"][i, 0]  # root-relative
+    expected = pred["verts_rotated"][i] - pred["joints_rotated"][i, 0]  # root-relative
     for mesh in (read_obj(out / f"{stem}.obj"), read_ply(out / f"{stem}.ply")):
       assert mesh.vertices.shape == (778, 3)
       np.testing.assert_allclose(mesh.vertices, expected, rtol=1e-6, atol=1e-9)
@@ -252,24 +252,24 @@ def test_photos_cli_writes_meshes_overlays_and_predictions(export_run, topology)
   for i in range(2):  # photo pixels = box corner + crop pixels scaled by box side / S
     x, y, w, _ = pred["crop_boxes"][i]
     np.testing.assert_allclose(pred["joints_photo"][i],
-                               [x, y] + pred["joints_img"][i] * S * (w / S), rtol=1e-6)
+                               [x, y] + pred["joints_2d"][i] * S * (w / S), rtol=1e-6)
 
 
 def test_left_hand_predictions_mirror_those_of_the_unflipped_photo(export_run):
   out, pred = export_run
   right, left = slice(0, 2), slice(2, 4)  # a, b and their flips, marked left
-  for key in ("verts3d_wo_gr", "joints3d_wo_gr", "verts3d_w_gr", "joints3d_w_gr"):
+  for key in ("verts_canonical", "joints_canonical", "verts_rotated", "joints_rotated"):
     np.testing.assert_allclose(pred[key][left], pred[key][right] * M, atol=1e-6, err_msg=key)
-  np.testing.assert_allclose(pred["glob_rot_mat"][left],
-                             pred["glob_rot_mat"][right] * M[:, None] * M, atol=1e-6)
-  np.testing.assert_allclose(pred["joints_img"][left],
-                             pred["joints_img"][right] * [-1, 1] + [1, 0], atol=1e-6)
+  np.testing.assert_allclose(pred["rotation"][left],
+                             pred["rotation"][right] * M[:, None] * M, atol=1e-6)
+  np.testing.assert_allclose(pred["joints_2d"][left],
+                             pred["joints_2d"][right] * [-1, 1] + [1, 0], atol=1e-6)
   expected = pred["joints_photo"][right].copy()
   expected[..., 0] = pred["photo_sizes"][right, :1] - 1.0 - expected[..., 0]  # u -> W - 1 - u
   np.testing.assert_allclose(pred["joints_photo"][left], expected, atol=1e-5)
   # The 6D output still maps to the mirrored matrix (rows convention).
-  np.testing.assert_allclose(geometry.rot6d_to_matrix(pred["glob_rot6d"][left]),
-                             pred["glob_rot_mat"][left], atol=1e-5)
+  np.testing.assert_allclose(geometry.rot6d_to_matrix(pred["rotation_6d"][left]),
+                             pred["rotation"][left], atol=1e-5)
 
   for stem in ("a", "b"):
     right_mesh, left_mesh = read_obj(out / f"{stem}.obj"), read_obj(out / f"{stem}_flipped.obj")

@@ -36,9 +36,9 @@ def test_overlay_placement_puts_the_ground_truth_on_its_silhouette(test_records)
       if s["vis_ratio"] < 0.95:  # the mask is the visible hand; compare unoccluded views only
         continue
       mask = s["hand_mask"] > 0
-      for verts, ious in ((quickstart.place_at_wrist(s["verts_cam"], s["joints_cam"],
-                                                     s["joints_in_camera"][0]), placed_iou),
-                          (s["verts_cam"], unplaced_iou)):
+      for verts, ious in ((quickstart.place_at_wrist(s["verts_rotated"], s["joints_rotated"],
+                                                     s["joints_camera"][0]), placed_iou),
+                          (s["verts_rotated"], unplaced_iou)):
         drawn = rasterize(verts, faces, s["K_crop"], size, size).mask
         ious.append((drawn & mask).sum() / max((drawn | mask).sum(), 1))
   assert len(placed_iou) >= 5

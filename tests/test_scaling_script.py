@@ -89,13 +89,12 @@ def test_random_batch_feeds_the_step_inputs(scripts, topology, multi_view):
   assert ("view_valid" in batch) == multi_view
   # The step's own helpers read every key they need, one row per image.
   device_batch = {k: jnp.asarray(v) for k, v in batch.items()}
-  views = steps.per_view(device_batch, multi_view)
-  truth = steps.ground_truth(views)
+  truth = steps.per_view(device_batch, multi_view)  # the losses read the batch's keys directly
   num_verts, num_joints = topology.level_sizes[0], topology.joint_regressor.shape[0]
-  assert truth["verts3d_w_gr"].shape == (16, num_verts, 3)
-  assert truth["joints_img"].shape == (16, num_joints, 2)
+  assert truth["verts_rotated"].shape == (16, num_verts, 3)
+  assert truth["joints_2d"].shape == (16, num_joints, 2)
   assert steps.example_weights(device_batch, multi_view).shape == (16,)
-  rot = np.asarray(truth["glob_rot_mat"], np.float64)
+  rot = np.asarray(truth["rotation"], np.float64)
   np.testing.assert_allclose(rot @ np.swapaxes(rot, -1, -2), np.broadcast_to(np.eye(3), rot.shape),
                              atol=1e-5)
   assert all(x.dtype in (np.float32, np.bool_) for x in batch.values())

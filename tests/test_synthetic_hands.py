@@ -44,12 +44,12 @@ def _mask(record, view):
   return schema.decode_image(record["views"]["hand_mask"][view], channels=1) > 127
 
 
-def _verts_cam(record, view):
+def _verts_camera(record, view):
   views = record["views"]
-  return schema.derive_verts_cam(record["verts_canonical"].astype(np.float64),
-                                 record["joints_canonical"].astype(np.float64),
-                                 views["global_rot"][view].astype(np.float64),
-                                 views["joints_cam"][view, 0].astype(np.float64))
+  return schema.derive_verts_camera(record["verts_canonical"].astype(np.float64),
+                                    record["joints_canonical"].astype(np.float64),
+                                    views["global_rot"][view].astype(np.float64),
+                                    views["joints_cam"][view, 0].astype(np.float64))
 
 
 def test_tiny_build_has_the_configured_splits_in_frame_order(data_dir, train_records):
@@ -99,7 +99,7 @@ def test_hand_mask_agrees_with_the_projected_mesh(train_records, faces):
     views = record["views"]
     for v in range(8):
       mask = _mask(record, v)
-      verts = _verts_cam(record, v)
+      verts = _verts_camera(record, v)
       silhouette = rasterize(verts, faces, views["K"][v], 96, 96).mask
       # The visible hand is part of the hand's silhouette, and vis_ratio is their area ratio.
       assert (mask & ~silhouette).sum() <= 0.01 * max(mask.sum(), 1)
@@ -167,8 +167,8 @@ def test_augmented_crops_keep_labels_on_the_hand(data_dir):
       continue
     checked += 1
     root = batch["joints_canonical"][b, 0]
-    verts = ((batch["verts_canonical"][b] - root) @ batch["glob_rot_mat"][b].T
-             + batch["joints_in_camera"][b, 0])
+    verts = ((batch["verts_canonical"][b] - root) @ batch["rotation"][b].T
+             + batch["joints_camera"][b, 0])
     uv = project(verts, batch["K_crop"][b])
     inside = (uv > 0).all(axis=1) & (uv < 63).all(axis=1)
     cols, rows = np.round(uv[inside]).astype(int).T
@@ -176,7 +176,7 @@ def test_augmented_crops_keep_labels_on_the_hand(data_dir):
     near = mask | np.roll(mask, 1, 0) | np.roll(mask, -1, 0) | np.roll(mask, 1, 1) | np.roll(
         mask, -1, 1)
     assert near[rows, cols].mean() > 0.95, b
-    joints = batch["joints_img"][b] * 64
+    joints = batch["joints_2d"][b] * 64
     on_image = (joints > 0).all(axis=1) & (joints < 63).all(axis=1)
     cols, rows = np.round(joints[on_image]).astype(int).T
     assert near[rows, cols].mean() > 0.85, b

@@ -165,11 +165,11 @@ def test_video_outputs_agree_with_predict_on_the_same_crops(video_path, export_c
   for key in OUTPUT_KEYS:
     np.testing.assert_allclose(pred[key], photos[key], rtol=1e-5, atol=1e-6, err_msg=key)
   np.testing.assert_allclose(pred["crop_box"], photos["crop_boxes"], atol=1e-9)
-  np.testing.assert_allclose(pred["joints_2d"], photos["joints_photo"], atol=1e-3)
-  root = photos["joints3d_w_gr"][:, :1]
-  np.testing.assert_allclose(pred["vertices"], photos["verts3d_w_gr"] - root, atol=1e-6)
-  np.testing.assert_allclose(pred["joints_3d"], photos["joints3d_w_gr"] - root, atol=1e-6)
-  np.testing.assert_allclose(pred["rotation"], photos["glob_rot_mat"], atol=1e-6)
+  np.testing.assert_allclose(pred["joints_frame"], photos["joints_photo"], atol=1e-3)
+  root = photos["joints_rotated"][:, :1]
+  np.testing.assert_allclose(pred["vertices"], photos["verts_rotated"] - root, atol=1e-6)
+  np.testing.assert_allclose(pred["joints_3d"], photos["joints_rotated"] - root, atol=1e-6)
+  np.testing.assert_allclose(pred["rotation"], photos["rotation"], atol=1e-6)
 
 
 @needs_av
@@ -237,9 +237,9 @@ def test_camera_interface_with_a_fake_source(rendered, export_ckpt, tmp_path):
   np.testing.assert_allclose(results["vertices"][3], results["vertices"][2] * m, atol=1e-6)
   np.testing.assert_allclose(results["rotation"][3], results["rotation"][2] * m[:, None] * m,
                              atol=1e-6)
-  expected = results["joints_2d"][2].copy()
+  expected = results["joints_frame"][2].copy()
   expected[:, 0] = WIDTH - 1.0 - expected[:, 0]
-  np.testing.assert_allclose(results["joints_2d"][3], expected, atol=1e-4)
+  np.testing.assert_allclose(results["joints_frame"][3], expected, atol=1e-4)
   if HAS_AV:
     written = list(video.VideoFileSource(tmp_path / video.OVERLAY_FILE))
     np.testing.assert_allclose([f.time for f in written], results["frame_time"], atol=1e-6)
@@ -260,13 +260,13 @@ def test_one_euro_filter_is_a_low_pass_whose_cutoff_rises_with_speed():
   assert all(abs(s - x) < abs(g - x) for s, g, x in zip(step[1:], got[1:], signal[1:]))
 
   # Tracks follow each hand by side and position, whatever the order they are listed in.
-  smoother = video.HandSmoother({"joints_2d": (1.0, 0.0)})
-  right = {"left": False, "box": [0, 0, 10, 10], "joints_2d": np.zeros((21, 2))}
-  left = {"left": True, "box": [50, 0, 60, 10], "joints_2d": np.full((21, 2), 100.0)}
+  smoother = video.HandSmoother({"joints_frame": (1.0, 0.0)})
+  right = {"left": False, "box": [0, 0, 10, 10], "joints_frame": np.zeros((21, 2))}
+  left = {"left": True, "box": [50, 0, 60, 10], "joints_frame": np.full((21, 2), 100.0)}
   smoother(0.0, [right, left])
-  moved = dict(left, joints_2d=np.full((21, 2), 110.0))
+  moved = dict(left, joints_frame=np.full((21, 2), 110.0))
   out = smoother(0.1, [moved, dict(right)])
-  assert 100.0 < out[0]["joints_2d"][0, 0] < 110.0 and out[1]["joints_2d"][0, 0] == 0.0
+  assert 100.0 < out[0]["joints_frame"][0, 0] < 110.0 and out[1]["joints_frame"][0, 0] == 0.0
 
 
 @pytest.mark.parametrize("content, message", [

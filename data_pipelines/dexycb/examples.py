@@ -232,10 +232,10 @@ def _frame_example(seq, frame, data, mano, counts, with_vis_ratio, frame_listed)
     camera = cameras[serial]
     vis = schema.UNKNOWN_VIS_RATIO
     if with_vis_ratio:
-      verts_cam = mano_labels.mesh_in_camera(verts_c, joints_c, view.global_rot,
+      verts_camera = mano_labels.mesh_in_camera(verts_c, joints_c, view.global_rot,
                                              labels.joint_3d[0], side)
       vis = visibility.visibility_ratio(
-          labels.hand_pixels, verts_cam, mano.faces, camera.K,
+          labels.hand_pixels, verts_camera, mano.faces, camera.K,
           where=f"{layout.labels_path(seq.path, serial, frame)} (view {view.index}, camera "
                 f"{serial}, {side} hand)")
       counts.views_unknown_vis += vis == schema.UNKNOWN_VIS_RATIO

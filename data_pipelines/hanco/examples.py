@@ -110,9 +110,9 @@ def frame_examples(root: pathlib.Path, sid: int, fid: int, mano: mano_labels.Man
                                        f"the rgb image size {list(image_hw)}")
       mask_bytes = files.encode_mask(mask)
       if with_vis_ratio:
-        verts_cam = mano_labels.mesh_in_camera(verts_c, joints_c, global_rot, joints_cam[0],
+        verts_camera = mano_labels.mesh_in_camera(verts_c, joints_c, global_rot, joints_cam[0],
                                                "right")
-        vis = visibility.visibility_ratio(mask, verts_cam, mano.faces, K[cam],
+        vis = visibility.visibility_ratio(mask, verts_camera, mano.faces, K[cam],
                                           where=f"{mask_path} (view {cam})")
         counts.views_unknown_vis += vis == schema.UNKNOWN_VIS_RATIO
     else:

@@ -122,11 +122,12 @@ class MVRHand(MVRFields):
     # detaches.
     verts_v = jnp.broadcast_to(verts[:, None], (b, v) + verts.shape[1:])
     joints_v = jnp.broadcast_to(joints[:, None], (b, v) + joints.shape[1:])
-    verts_w_gr, joints_w_gr = rotate_about_wrist(flat(verts_v), flat(joints_v), flat(rot_mat))
+    verts_rotated, joints_rotated = rotate_about_wrist(flat(verts_v), flat(joints_v),
+                                                       flat(rot_mat))
     outputs = {
-        "verts3d_wo_gr": verts_v, "joints3d_wo_gr": joints_v,
-        "verts3d_w_gr": per_view(verts_w_gr), "joints3d_w_gr": per_view(joints_w_gr),
-        "joints_img": per_view(feats.uv), "glob_rot6d": per_view(rot6d), "glob_rot_mat": rot_mat,
+        "verts_canonical": verts_v, "joints_canonical": joints_v,
+        "verts_rotated": per_view(verts_rotated), "joints_rotated": per_view(joints_rotated),
+        "joints_2d": per_view(feats.uv), "rotation_6d": per_view(rot6d), "rotation": rot_mat,
     }
     return to_float32(outputs), to_float32(mids)
 

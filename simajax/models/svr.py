@@ -32,8 +32,11 @@ from simajax.models.spiral import SPIRAL_IMPLS, SpiralDecoder
 
 Array = jax.Array
 
-OUTPUT_KEYS = ("verts3d_wo_gr", "joints3d_wo_gr", "verts3d_w_gr", "joints3d_w_gr", "joints_img",
-               "glob_rot6d", "glob_rot_mat")
+# The outputs, named as the batch's ground truth (simajax.preprocessing.sample): canonical mesh and
+# joints (no global rotation), the same rotated about the wrist by the predicted root rotation,
+# the 2D joints in [0, 1] crop units, the 6D rotation and its 3x3 matrix.
+OUTPUT_KEYS = ("verts_canonical", "joints_canonical", "verts_rotated", "joints_rotated",
+               "joints_2d", "rotation_6d", "rotation")
 
 
 def to_tokens(x: Array) -> Array:
@@ -60,9 +63,9 @@ def rotate_about_wrist(verts: Array, joints: Array, rot_mat: Array) -> tuple[Arr
   root = joints[:, 0]
   root_sg = jax.lax.stop_gradient(root)
   root_grad = (root - root_sg)[:, None, :]  # zero in value, identity in gradient
-  verts_w_gr = geometry.rotate_about_root(jax.lax.stop_gradient(verts), rot_mat, root_sg)
-  joints_w_gr = geometry.rotate_about_root(jax.lax.stop_gradient(joints), rot_mat, root_sg)
-  return verts_w_gr + root_grad, joints_w_gr + root_grad
+  verts_rotated = geometry.rotate_about_root(jax.lax.stop_gradient(verts), rot_mat, root_sg)
+  joints_rotated = geometry.rotate_about_root(jax.lax.stop_gradient(joints), rot_mat, root_sg)
+  return verts_rotated + root_grad, joints_rotated + root_grad
 
 
 def orientation_input(model: HandNetFields, x: Array) -> Array:
@@ -142,7 +145,7 @@ class SVRHand(SVRFields):
   """The SVR network. Build it with ``build_svr``; field meanings in ``models/config.py``.
 
   ``__call__(images, train)`` returns ``(outputs, intermediates)``: outputs keyed by
-  ``OUTPUT_KEYS`` (metres, MANO frame; joints_img in [0, 1] crop units; rotation rows
+  ``OUTPUT_KEYS`` (metres, MANO frame; joints_2d in [0, 1] crop units; rotation rows
   convention), intermediates a flat dict of NHWC / token-major features named as the golden
   parity data's ``mid/`` keys. Variables: ``params`` and ``batch_stats``; dropout rng 'dropout'.
 
@@ -188,11 +191,11 @@ class SVRHand(SVRFields):
     rot6d, verts, joints = to_float32((rot6d, verts, joints))
     rot_mat = geometry.rot6d_to_matrix(rot6d)
 
-    verts_w_gr, joints_w_gr = rotate_about_wrist(verts, joints, rot_mat)
+    verts_rotated, joints_rotated = rotate_about_wrist(verts, joints, rot_mat)
     outputs = {
-        "verts3d_wo_gr": verts, "joints3d_wo_gr": joints,
-        "verts3d_w_gr": verts_w_gr, "joints3d_w_gr": joints_w_gr,
-        "joints_img": feats.uv, "glob_rot6d": rot6d, "glob_rot_mat": rot_mat,
+        "verts_canonical": verts, "joints_canonical": joints,
+        "verts_rotated": verts_rotated, "joints_rotated": joints_rotated,
+        "joints_2d": feats.uv, "rotation_6d": rot6d, "rotation": rot_mat,
     }
     return to_float32(outputs), to_float32(mids)
 

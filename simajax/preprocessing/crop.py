@@ -17,7 +17,7 @@ from PIL import Image
 BBOX_EXPANSION = 1.5
 
 
-def joints_box(joints_img: np.ndarray, width: int, height: int,
+def joints_box(joints_px: np.ndarray, width: int, height: int,
                expansion: float = BBOX_EXPANSION) -> Optional[np.ndarray]:
   """The square crop box of a hand, or None when it is degenerate.
 
@@ -25,7 +25,7 @@ def joints_box(joints_img: np.ndarray, width: int, height: int,
   (clip to the image, then grow the shorter side to a square) of the official code.
 
   Args:
-    joints_img: [J, 2] pixel coordinates.
+    joints_px: [J, 2] pixel coordinates.
     width: image width in pixels.
     height: image height in pixels.
     expansion: the box's growth factor about its centre.
@@ -33,7 +33,7 @@ def joints_box(joints_img: np.ndarray, width: int, height: int,
   Returns:
     float64 [4] box (x, y, w, h) with w == h, or None if the clipped box is empty.
   """
-  lo, hi = joints_img.min(axis=0), joints_img.max(axis=0)
+  lo, hi = joints_px.min(axis=0), joints_px.max(axis=0)
   centre, size = (lo + hi) / 2.0, (hi - lo) * expansion
   return _square_box(centre - size / 2.0, size, width, height)
 

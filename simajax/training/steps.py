@@ -8,7 +8,11 @@ targets, the distillation loss) are in ``simajax.training.distill``.
 
 Batches come from ``simajax.input_pipeline``: single-view batches have a leading batch axis;
 multi-view batches have [B, V] leading axes plus ``view_valid`` [B, V]. Every view is one SVR
-example; the MVR sees the whole frame and predicts every view.
+example; the MVR sees the whole frame and predicts every view. A batch's ground truth is named as
+the model's outputs (``simajax.preprocessing.sample``: ``verts_canonical``, ``verts_rotated``,
+``joints_2d``, ``rotation``, ...), so the losses read both under the same keys; the evaluation
+scores ``verts_rotated`` / ``joints_rotated`` against the camera-frame ``verts_camera`` /
+``joints_camera``.
 """
 
 from __future__ import annotations
@@ -25,15 +29,6 @@ from simajax.training import distill
 
 State = dict[str, Any]
 
-# Ground truth of the losses, by the model's output key (see simajax.data.sample for the batch).
-_GT_KEYS = {
-    "verts3d_wo_gr": "verts_canonical",
-    "joints3d_wo_gr": "joints_canonical",
-    "verts3d_w_gr": "verts_cam",
-    "joints3d_w_gr": "joints_cam",
-    "joints_img": "joints_img",
-    "glob_rot_mat": "glob_rot_mat",
-}
 # Terms that need a mesh label; datasets without one (no MANO given) train on 2D joints only.
 _MESH_TERMS = ("mesh_canonical", "joints_canonical", "mesh_rotated", "joints_rotated", "normal",
                "edge", "rotation")
@@ -56,11 +51,6 @@ def per_view(batch: dict[str, jax.Array], multi_view: bool) -> dict[str, jax.Arr
   """The batch's per-view fields, flattened to one row per view in multi-view mode."""
   views = {k: v for k, v in batch.items() if k not in ("mask", "view_valid")}
   return flatten_views(views) if multi_view else views
-
-
-def ground_truth(views: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  """Loss targets keyed like the model outputs."""
-  return {out_key: views[batch_key] for out_key, batch_key in _GT_KEYS.items()}
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int,
@@ -119,7 +109,7 @@ def make_train_step(*, stage: str, model: nn.Module, tx: optax.GradientTransform
     weights = example_weights(batch, multi_view)
     mesh_weights = weights * views["has_mesh"].astype(jnp.float32)
     total, terms = losses.reconstruction_loss(
-        outputs, ground_truth(views), faces, loss_weights, mask=weights,
+        outputs, views, faces, loss_weights, mask=weights,
         term_masks={t: mesh_weights for t in _MESH_TERMS})
     if targets is not None:
       distill_total, distill_terms = distill.distillation_loss(
@@ -166,8 +156,8 @@ def make_eval_step(*, stage: str, model: nn.Module, multi_view: bool,
     if stage == "mvr":
       outputs = flatten_views(outputs)
     views = per_view(batch, multi_view)
-    result = metrics.per_example_metrics(outputs["joints3d_w_gr"], outputs["verts3d_w_gr"],
-                                         views["joints_in_camera"], views["verts_in_camera"],
+    result = metrics.per_example_metrics(outputs["joints_rotated"], outputs["verts_rotated"],
+                                         views["joints_camera"], views["verts_camera"],
                                          fscore_chunk_size=fscore_chunk_size)
     result["mask"] = example_weights(batch, multi_view) * views["has_mesh"].astype(jnp.float32)
     result["vis_ratio"] = views["vis_ratio"]
