@@ -264,12 +264,6 @@ def check_box_in_image(box: np.ndarray, width: int, height: int, source: str = "
                      f"image (pixel centres 0..{width - 1}, 0..{height - 1})")
 
 
-def mirror_box(box: np.ndarray, width: int) -> np.ndarray:
-  """An (x0, y0, x1, y1) box in the horizontally flipped image (u -> W - 1 - u)."""
-  x0, y0, x1, y1 = box
-  return np.array([width - 1.0 - x1, y0, width - 1.0 - x0, y1])
-
-
 def crop_photo(photo: np.ndarray, out_size: int, box: Optional[np.ndarray] = None,
                left: bool = False, expansion: float = BBOX_EXPANSION,
                source: str = "photo") -> PhotoCrop:
@@ -291,7 +285,7 @@ def crop_photo(photo: np.ndarray, out_size: int, box: Optional[np.ndarray] = Non
     check_box_in_image(box, width, height, source)  # in the user's coordinates
   if left:
     photo = np.ascontiguousarray(hand.mirror_image(photo))
-    box = None if box is None else mirror_box(box, width)
+    box = None if box is None else hand.mirror_box(box, width)
   square = square_crop_box(width, height, box, expansion, source)
   affine = crop.crop_affine(square, out_size)
   image = augment.apply_color(crop.warp_image(photo, affine, out_size),
@@ -309,9 +303,9 @@ def crop_photo(photo: np.ndarray, out_size: int, box: Optional[np.ndarray] = Non
 def mirror_outputs(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Mirrors SVR outputs (``OUTPUT_KEYS``, batched) of a flipped photo back to the left hand.
 
-  3D points x -> -x; rotations R -> M R M (M = diag(-1, 1, 1)), and the raw 6D rotation (its two
-  rows) so that it still maps to that matrix; ``joints_2d`` x -> 1 - x, the crop's mirror
-  image (see ``crop_photo``).
+  3D points x -> -x; rotations R -> M R M (M = diag(-1, 1, 1)), and the raw 6D rotation so that
+  it still maps to that matrix; ``joints_2d`` x -> 1 - x, the crop's mirror image (all in
+  ``simajax.hand.mirror``).
   """
   mirrored = {}
   for key, value in outputs.items():
@@ -319,12 +313,11 @@ def mirror_outputs(outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     if key in ("verts_canonical", "joints_canonical", "verts_rotated", "joints_rotated"):
       mirrored[key] = hand.mirror_points(value)
     elif key == "joints_2d":
-      mirrored[key] = np.concatenate([1.0 - value[..., :1], value[..., 1:]], axis=-1)
+      mirrored[key] = hand.mirror_crop_points_2d(value)
     elif key == "rotation":
       mirrored[key] = hand.mirror_rotation_matrix(value)
     elif key == "rotation_6d":
-      # Rows r0, r1 of R become rows -r0 M and r1 M of M R M; Gram-Schmidt commutes with this.
-      mirrored[key] = value * np.array([1, -1, -1, -1, 1, 1], value.dtype)
+      mirrored[key] = hand.mirror_rotation_6d(value)
     else:
       raise KeyError(f"mirror_outputs: unknown output {key!r}")
   return mirrored

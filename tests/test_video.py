@@ -217,7 +217,7 @@ class ScriptedDetector:
 def test_camera_interface_with_a_fake_source(rendered, export_ckpt, tmp_path):
   image, (box,) = rendered[0]
   flipped = np.ascontiguousarray(image[:, ::-1])
-  mirrored_box = photo.mirror_box(box, WIDTH)
+  mirrored_box = hand.mirror_box(box, WIDTH)
   empty = rendered[3][0]
   det = hand_detector.Detection
   script = [[det(box, False), det(mirrored_box, False)], [], [det(box, False)],

@@ -17,9 +17,10 @@ from simajax.hand.joints import (MANO_JOINT_NAMES, MANO_TO_OPENPOSE, OPENPOSE_BO
 from simajax.hand.limits import (JOINT_AXES, JOINT_LIMITS, digits_collide, pose_components,
                                   sample_pose, sample_shape, within_limits)
 from simajax.hand.mano import convert_mano_pickle, load_mano, read_mano_pickle
-from simajax.hand.mirror import (mirror_axis_angle, mirror_faces, mirror_hand_model,
-                                 mirror_image, mirror_intrinsics, mirror_points,
-                                 mirror_points_2d, mirror_rotation_matrix)
+from simajax.hand.mirror import (mirror_axis_angle, mirror_box, mirror_crop_points_2d,
+                                 mirror_faces, mirror_hand_model, mirror_image,
+                                 mirror_intrinsics, mirror_points, mirror_points_2d,
+                                 mirror_rotation_6d, mirror_rotation_matrix)
 from simajax.hand.model import MANO_PARENTS, HandModel, make_hand_model
 from simajax.hand.synthhand import SHAPE_COEFFICIENTS, synthhand_model
 
@@ -56,8 +57,8 @@ __all__ = [
     "MANO_TO_OPENPOSE", "OPENPOSE_BONES", "OPENPOSE_FINGER", "OPENPOSE_JOINT_NAMES",
     "OPENPOSE_PARENTS", "SHAPE_COEFFICIENTS", "convert_mano_pickle", "digits_collide",
     "hand_forward", "joint_regressor_21", "load_hand_model", "load_mano", "make_hand_model",
-    "mirror_axis_angle", "mirror_faces", "mirror_hand_model", "mirror_image", "mirror_intrinsics",
-    "mirror_points", "mirror_points_2d", "mirror_rotation_matrix", "pose_components",
+    "mirror_axis_angle", "mirror_box", "mirror_crop_points_2d", "mirror_faces", "mirror_hand_model", "mirror_image", "mirror_intrinsics",
+    "mirror_points", "mirror_points_2d", "mirror_rotation_6d", "mirror_rotation_matrix", "pose_components",
     "pose_to_axis_angle", "read_mano_pickle", "sample_pose", "sample_shape", "synthhand_model",
     "within_limits",
 ]

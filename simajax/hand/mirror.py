@@ -92,6 +92,30 @@ def mirror_points_2d(points: np.ndarray, width: int) -> np.ndarray:
   return np.concatenate([width - 1.0 - points[..., :1], points[..., 1:]], axis=-1)
 
 
+def mirror_box(box: np.ndarray, width: int) -> np.ndarray:
+  """An (x0, y0, x1, y1) pixel box in the horizontally flipped image (u -> W - 1 - u)."""
+  x0, y0, x1, y1 = box
+  return np.array([width - 1.0 - x1, y0, width - 1.0 - x0, y1])
+
+
+def mirror_crop_points_2d(points: np.ndarray) -> np.ndarray:
+  """[..., 2] points in [0, 1] crop units in the horizontally flipped crop: x -> 1 - x.
+
+  The crop's mirror axis is its centre, u = S / 2, because the official crop affine puts the box
+  centre there (``simajax.photo.crop_photo``).
+  """
+  return np.concatenate([1.0 - points[..., :1], points[..., 1:]], axis=-1)
+
+
+def mirror_rotation_6d(rot6d):
+  """The 6D rotation (rows r0, r1 of R, rows convention) of the mirrored rotation M R M.
+
+  Rows r0, r1 of R become -r0 M and r1 M; Gram-Schmidt commutes with this, so the mirrored 6D
+  vector maps to ``mirror_rotation_matrix`` of the original's matrix.
+  """
+  return rot6d * _xp(rot6d).asarray([1, -1, -1, -1, 1, 1], dtype=rot6d.dtype)
+
+
 def mirror_intrinsics(K: np.ndarray, width: int) -> np.ndarray:
   """Intrinsics of the flipped image for mirrored (x -> -x) camera-frame points.
 
