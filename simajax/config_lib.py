@@ -315,6 +315,14 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(arg or None)
 
 
+def eval_batch_size(config: ml_collections.ConfigDict) -> int:
+  """Images per validation / test batch: ``config.eval_batch_size``, else the training batch.
+
+  ``.get``: a ``config.json`` saved before ``eval_batch_size`` was a field has none.
+  """
+  return config.get("eval_batch_size") or config.batch_size
+
+
 def input_config(config: ml_collections.ConfigDict, split: str, mode: str, augment: bool,
                  batch_images: int):
   """The input pipeline config of one split; ``batch_images`` counts views (images).

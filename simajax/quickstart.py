@@ -42,8 +42,8 @@ TABLE_METRICS = (("jpe", "JPE"), ("vpe", "VPE"), ("pa_jpe", "PA-JPE"), ("pa_vpe"
 
 # The main job's step budgets (the configs' ``steps`` argument), on the `tiny` model (`small`
 # takes ~8x longer per step on a CPU and learns less within the budget): the whole command (data
-# build, both stages with their compilations, evaluation) took 11.3 minutes with them on 2 idle
-# CPU cores, within the 15-minute goal; 250 steps per stage did not learn more on today's code,
+# build, both stages with their compilations, evaluation) took 8.3 minutes with them on 2 idle
+# CPU cores on 2026-12-02, within the 15-minute goal; 250 steps per stage did not learn more on today's code,
 # and a 2000-step teacher (over 3x what 15 minutes allow) only reached the mean mesh's VPE
 # (BENCHMARKS.md, "Main job", "Learning at CPU budgets" and "What limits the main job").
 QUICKSTART_STEPS = {"mvr": 150, "svr": 150}

@@ -111,11 +111,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       config_lib.input_config(config, config.data.train_split, config.data.mode, True,
                               config.batch_size))
   eval_mode = "multi_view" if stage == "mvr" else "single_view"
-  # Validation batches: config.eval_batch_size, else the training batch (.get: a config.json
-  # saved before eval_batch_size was a field has none).
-  eval_batch = config.get("eval_batch_size") or config.batch_size
-  eval_data = input_pipeline.eval_iterable(
-      config_lib.input_config(config, config.data.eval_split, eval_mode, False, eval_batch))
+  eval_data = input_pipeline.eval_iterable(config_lib.input_config(
+      config, config.data.eval_split, eval_mode, False, config_lib.eval_batch_size(config)))
   views_per_example = 8 if multi_view else 1
   steps_per_epoch = max(1, train_iter.num_examples * views_per_example // config.batch_size)
   total_steps = optim.steps_from_config(config, "total", steps_per_epoch)

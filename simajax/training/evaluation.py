@@ -69,8 +69,7 @@ def evaluate_run(run_dir: str, *, config_spec: Optional[str] = None, step: Optio
   variables = jax.device_put(run.variables, sharding.replicated(mesh))
   mode = "multi_view" if config.stage == "mvr" else "single_view"
   data_size = mesh.shape[sharding.DATA_AXIS]
-  # .get: a config.json saved before eval_batch_size was a field has none.
-  batch = batch_size or config.get("eval_batch_size") or config.batch_size
+  batch = batch_size or config_lib.eval_batch_size(config)
   eval_step = jax.jit(steps.make_eval_step(stage=config.stage, model=model,
                                            multi_view=mode == "multi_view",
                                            fscore_chunk_size=data_size),
