@@ -16,6 +16,7 @@ import pytest
 
 from parity_recipe import he_variables
 from simajax.models import OUTPUT_KEYS, build_svr, svr_config
+from simajax.models import backbone as backbone_lib
 
 # docs/architecture.md#parameter-counts (torch module sizes); the backbone's includes the never-called
 # dense_stack1.senet3 (526,848), which simajax does not create.
@@ -187,3 +188,47 @@ def test_frozen_joint_regressor_gets_no_gradient_and_changes_no_output(tiny, ref
                              atol=1e-7)
   assert not np.any(g_frozen)
   jax.tree.map(np.testing.assert_array_equal, out_trained, out_frozen)
+
+
+def test_soft_argmax_finds_a_peak_and_centres_a_flat_map():
+  h, w = 16, 16
+  maps = np.zeros((2, h, w, 3), np.float32)
+  maps[0, 3, 11, 0] = 100.0   # a sharp peak at row 3, column 11
+  maps[0, 15, 0, 1] = 100.0   # bottom-left corner
+  maps[1, 7:9, 7:9, 2] = 100.0  # a 2x2 plateau around the centre
+  uv = np.asarray(backbone_lib.soft_argmax_2d(jnp.asarray(maps)))
+  # Pixel centres: x = (col + 0.5) / w, y = (row + 0.5) / h.
+  np.testing.assert_allclose(uv[0, 0], [11.5 / 16, 3.5 / 16], atol=1e-6)
+  np.testing.assert_allclose(uv[0, 1], [0.5 / 16, 15.5 / 16], atol=1e-6)
+  np.testing.assert_allclose(uv[1, 2], [0.5, 0.5], atol=1e-6)
+  # A flat map (joint 2 of image 0, every joint of image 1 but the plateau) gives the centre.
+  np.testing.assert_allclose(uv[0, 2], [0.5, 0.5], atol=1e-6)
+  np.testing.assert_allclose(uv[1, :2], 0.5, atol=1e-6)
+
+
+def test_soft_argmax_head_has_no_uv_regressor_and_trains_the_heatmaps(reference_topology):
+  config = svr_config("tiny")
+  config.uv_head = "soft_argmax"
+  model = build_svr(config, reference_topology)
+  shapes = param_shapes(model)
+  assert not any(k.startswith("uv_reg") for k in shapes["params"]["backbone"])
+  variables = he_variables(shapes, reference_topology)
+  images = np.random.default_rng(3).random((2, 128, 128, 3), dtype=np.float32)
+
+  def uv_loss(p):
+    outputs, mids = model.apply({"params": p, "batch_stats": variables["batch_stats"]}, images,
+                                train=False)
+    return jnp.sum(outputs["joints_2d"]), (outputs, mids)
+
+  grads, (outputs, mids) = jax.grad(uv_loss, has_aux=True)(variables["params"])
+  np.testing.assert_allclose(outputs["joints_2d"],
+                             backbone_lib.soft_argmax_2d(mids["backbone_reduce"]), atol=1e-6)
+  assert np.all((outputs["joints_2d"] > 0) & (outputs["joints_2d"] < 1))
+  assert np.any(grads["backbone"]["reduce"]["conv"]["kernel"])
+
+
+def test_unknown_uv_head_is_rejected(reference_topology):
+  config = svr_config("tiny")
+  config.uv_head = "heatmap"
+  with pytest.raises(ValueError, match="model.uv_head must be one of"):
+    build_svr(config, reference_topology)

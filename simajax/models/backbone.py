@@ -74,6 +74,31 @@ class DenseStack(nn.Module):
     return u3, d4
 
 
+# The 2D-joint heads (``Backbone.uv_head``, the config's ``model.uv_head``).
+UV_REGRESSION = "regression"    # official: flattened map -> bias-free Linear / Hardtanh[0, 4]
+UV_SOFT_ARGMAX = "soft_argmax"  # ours: the expected pixel centre under the map's softmax
+UV_HEADS = (UV_REGRESSION, UV_SOFT_ARGMAX)
+
+
+def soft_argmax_2d(heatmaps: Array) -> Array:
+  """[B, h, w, J] joint heat-maps -> [B, J, 2] (x, y) in [0, 1] crop units.
+
+  Each joint's position is the mean pixel centre ((col + 0.5) / w, (row + 0.5) / h) under the
+  softmax of its map (integral regression, Sun et al. 2018). Why it is offered: the official
+  regression head starts with outputs that hardly vary across images (spread 0.009 against the
+  labels' 0.157 on the synthetic data) and, in the 2D-joint loss, stayed at the best constant
+  guess for ~900 steps (BENCHMARKS.md, "What limits the main job"); here the gradient raises the
+  map where the joint is, so localisation is learned by the convolutions directly, and at
+  initialisation the output is near the crop centre, i.e. near the labels' mean.
+  """
+  b, h, w, j = heatmaps.shape
+  probs = jax.nn.softmax(heatmaps.reshape(b, h * w, j).astype(jnp.float32), axis=1)
+  cols = (jnp.arange(w, dtype=jnp.float32) + 0.5) / w
+  rows = (jnp.arange(h, dtype=jnp.float32) + 0.5) / h
+  grid = jnp.stack([jnp.tile(cols, h), jnp.repeat(rows, w)], axis=-1)  # [h * w, 2], row-major
+  return jnp.einsum("bpj,pc->bjc", probs, grid).astype(heatmaps.dtype)
+
+
 class BackboneFeatures(NamedTuple):
   """What the backbone hands to the rest of the network (NHWC)."""
   f_i: Array        # image-level feature ("share_encoding", thrink2) [B, S/4, S/4, c]
@@ -95,6 +120,7 @@ class Backbone(nn.Module):
   uv_hidden: tuple[int, ...]
   num_joints: int
   se_max_hidden: int
+  uv_head: str = UV_REGRESSION
 
   @nn.compact
   def __call__(self, images: Array, train: bool) -> tuple[BackboneFeatures, dict[str, Array]]:
@@ -131,12 +157,17 @@ class Backbone(nn.Module):
     heatmaps = layers.ConvBN(self.num_joints, 1, use_bn=False, relu=False, name="reduce")(
         stack2, train)
     mids["backbone_reduce"] = heatmaps
-    b, h, w, j = heatmaps.shape
-    # Each joint's map flattened row-major (h * W + w), as torch's view on NCHW.
-    uv = heatmaps.transpose(0, 3, 1, 2).reshape(b, j, h * w)
-    for i, width in enumerate(self.uv_hidden):
-      uv = layers.LinBN(width, use_bn=False, name=f"uv_reg_{i}")(uv, train)
-    uv = layers.LinBN(2, use_bn=False, hardtanh=False, name=f"uv_reg_{len(self.uv_hidden)}")(
-        uv, train)
+    if self.uv_head == UV_SOFT_ARGMAX:
+      uv = soft_argmax_2d(heatmaps)
+    elif self.uv_head == UV_REGRESSION:
+      b, h, w, j = heatmaps.shape
+      # Each joint's map flattened row-major (h * W + w), as torch's view on NCHW.
+      uv = heatmaps.transpose(0, 3, 1, 2).reshape(b, j, h * w)
+      for i, width in enumerate(self.uv_hidden):
+        uv = layers.LinBN(width, use_bn=False, name=f"uv_reg_{i}")(uv, train)
+      uv = layers.LinBN(2, use_bn=False, hardtanh=False, name=f"uv_reg_{len(self.uv_hidden)}")(
+          uv, train)
+    else:
+      raise ValueError(f"unknown uv_head {self.uv_head!r}; expected one of {UV_HEADS}")
     mids["uv_raw"] = uv
     return BackboneFeatures(f_i, j_latent, latent, uv), mids

@@ -82,6 +82,11 @@ class HandNetFields(nn.Module):
   se_max_hidden: int = 256
   latent_channels: int = 256  # mid_proj / de_layer_conv: the sampled joint and vertex feature width
   uv_hidden: Sequence[int] = (128, 64)
+  # The 2D-joint head on the joint heat-maps: 'regression' (official: each joint's flattened map
+  # through bias-free Linear layers with Hardtanh[0, 4], widths ``uv_hidden``) or 'soft_argmax'
+  # (our option: the expected pixel position under each map's softmax, integral regression; no
+  # parameters, so ``uv_hidden`` is unused). See models/backbone.py for why.
+  uv_head: str = "regression"
   # Spiral decoder widths, finest mesh level first (stage i writes decoder_channels[3 - i]).
   decoder_channels: Sequence[int] = (32, 64, 128, 256)
   spiral_impl: str = "plain"  # 'plain' or 'per_slot' (same maths; see models/spiral.py)

@@ -113,7 +113,7 @@ def encode_and_lift(model: HandNetFields, images: Array,
   feats, mids = backbone_lib.Backbone(
       model.stem_channels, model.pre_channels, model.base_channels, model.hourglass_out,
       model.latent_channels, tuple(model.uv_hidden), num_joints, model.se_max_hidden,
-      name="backbone")(images, train)
+      model.uv_head, name="backbone")(images, train)
   coarse_vertices = model.up_matrices[-1].shape[1]
   f_v, lifting_mids = Lifting(coarse_vertices, name="lifting")(feats.latent, feats.uv)
   return feats, f_v, {**mids, **lifting_mids}
@@ -264,6 +264,9 @@ def network_kwargs(cls: type[HandNetFields], model_config: ml_collections.Config
   if knobs["spiral_impl"] not in SPIRAL_IMPLS:
     raise ValueError(f"model.spiral_impl must be one of {SPIRAL_IMPLS}, "
                      f"got {knobs['spiral_impl']!r}")
+  if knobs["uv_head"] not in backbone_lib.UV_HEADS:
+    raise ValueError(f"model.uv_head must be one of {backbone_lib.UV_HEADS}, "
+                     f"got {knobs['uv_head']!r}")
   if knobs["input_size"] % 32:
     raise ValueError(f"model.input_size must be a multiple of 32, got {knobs['input_size']}")
   if knobs["base_channels"] % 2:
